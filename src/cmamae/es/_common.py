@@ -1,0 +1,135 @@
+"""Pieces every evolution strategy shares: argument checks, ranking, weights, Gaussian noise.
+
+Noise. Every strategy draws its standard-normal samples through :func:`standard_normal`, from
+one of two generators chosen by the strategy's ``noise`` setting:
+
+* ``"normal"``: ``jax.random.normal`` (threefry). Exact i.i.d. N(0, 1), but on a CPU it costs
+  20-45 memory passes per number (REFERENCE.md), which dominates a Θ(n) ES at large n.
+* ``"table"``: a table of i.i.d. N(0, 1) values drawn once at ``init`` and kept in the state
+  (Salimans et al. 2017 shared one for the same reason). Sample j of a batch is the table
+  slice starting at a uniform random offset o_j (wrapping around), each entry multiplied by an
+  independent random sign: z_j[i] = s_ji * T[(o_j + i) mod S]. Signs make any two samples
+  uncorrelated even where their slices overlap; 1 random bit per number instead of 32.
+  The table has S = max(2^20, next power of two >= 16 n) entries, so distinct samples rarely
+  share slices; it costs S floats per ES instance and about one memory pass per number.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NOISE_KINDS = ("normal", "table")
+
+
+# --------------------------------------------------------------------------- argument checks
+def check_popsize(popsize) -> int:
+    if isinstance(popsize, bool) or not isinstance(popsize, (int, np.integer)) or popsize < 2:
+        raise ValueError(f"popsize must be an integer >= 2, got {popsize!r}")
+    return int(popsize)
+
+
+def check_positive(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def check_noise(noise: str) -> str:
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    return noise
+
+
+def check_x0(x0) -> jax.Array:
+    """Return ``x0`` as a floating array of shape ``(n,)``; raise ValueError when it is not.
+
+    Finiteness is checked only for concrete arrays (under ``jit``/``vmap`` the values are
+    unknown; the public entry points call this outside traces first).
+    """
+    x0 = jnp.asarray(x0)
+    if x0.ndim != 1 or x0.shape[0] < 1:
+        raise ValueError(f"x0 must be a 1-D array of shape (n,), got shape {x0.shape}")
+    if not jnp.issubdtype(x0.dtype, jnp.floating):
+        x0 = x0.astype(jnp.result_type(float))
+    if not isinstance(x0, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x0))):
+        raise ValueError("x0 must be finite, got NaN or inf entries")
+    return x0
+
+
+def check_tell_args(popsize: int, n: int, solutions, fitness) -> tuple[jax.Array, jax.Array]:
+    """Check the shapes given to ``tell``: solutions ``(popsize, n)``, fitness ``(popsize,)``."""
+    solutions = jnp.asarray(solutions)
+    fitness = jnp.asarray(fitness)
+    if solutions.shape != (popsize, n):
+        raise ValueError(f"solutions must have shape ({popsize}, {n}), got {solutions.shape}")
+    if fitness.shape != (popsize,):
+        raise ValueError(f"fitness must have shape ({popsize},), got {fitness.shape}")
+    return solutions, fitness
+
+
+# --------------------------------------------------------------------------- ranking
+def rank_order(fitness: jax.Array) -> jax.Array:
+    """Indices that sort ``fitness`` from best (highest) to worst; NaN ranks last.
+
+    Ties keep their batch order (stable sort). Shape ``(popsize,)`` int32.
+    """
+    key = jnp.where(jnp.isnan(fitness), -jnp.inf, fitness)
+    # Stable descending sort: sort ascending on the negation.
+    return jnp.argsort(-key, stable=True)
+
+
+def log_weights(popsize: int, mu: int | None = None) -> np.ndarray:
+    """Positive recombination weights w_i ∝ ln((λ+1)/2) − ln i, i = 1..μ, summing to 1.
+
+    Hansen (2016), Eq. 49 for the first μ = ⌊λ/2⌋ (positive) weights. Shape ``(μ,)`` float64.
+    """
+    mu = popsize // 2 if mu is None else mu
+    w = math.log((popsize + 1) / 2) - np.log(np.arange(1, mu + 1))
+    return w / w.sum()
+
+
+def mu_eff(weights: np.ndarray) -> float:
+    """Variance-effective selection mass (Σ w_i)² / Σ w_i² of the positive weights."""
+    w = np.asarray(weights)
+    return float(w.sum() ** 2 / (w**2).sum())
+
+
+def expected_norm(n: int) -> float:
+    """E‖N(0, I_n)‖ ≈ √n (1 − 1/(4n) + 1/(21 n²)) (Hansen 2016, p. 21)."""
+    return math.sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n**2))
+
+
+# --------------------------------------------------------------------------- noise
+def noise_table_size(n: int) -> int:
+    """Entries of the noise table for solutions of dimension ``n`` (see module docstring)."""
+    return max(2**20, 1 << (16 * n - 1).bit_length())
+
+
+def init_noise(key: jax.Array, noise: str, n: int, dtype) -> jax.Array:
+    """The noise state kept inside an ES state: the table ``(S,)``, or ``(0,)`` for "normal"."""
+    if noise == "normal":
+        return jnp.zeros((0,), dtype)
+    return jax.random.normal(key, (noise_table_size(n),), dtype)
+
+
+def standard_normal(key: jax.Array, table: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:
+    """``shape = (m, n)`` standard-normal samples from the generator ``table`` stands for."""
+    m, n = shape
+    if table.shape[0] == 0:
+        return jax.random.normal(key, shape, dtype)
+    size = table.shape[0]
+    k_off, k_sign = jax.random.split(key)
+    offsets = jax.random.randint(k_off, (m, 1), 0, size)
+    values = table[(offsets + jnp.arange(n)[None, :]) % size]
+    words = jax.random.bits(k_sign, (m, -(-n // 32)), jnp.uint32)
+    bits = (words[:, :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    signs = 1 - 2 * bits.reshape(m, -1)[:, :n].astype(dtype)
+    return values * signs
