@@ -4,3 +4,11 @@ Each strategy is a small frozen object of static settings that hands out
 ``init(key, x0) -> state``, ``ask(key, state) -> (solutions, state)``,
 ``tell(state, solutions, fitness) -> state`` and ``converged(state) -> bool``.
 """
+
+from cmamae.es.base import EvolutionStrategy as EvolutionStrategy
+from cmamae.es.base import get as get
+from cmamae.es.base import names as names
+from cmamae.es.cma_es import CMAES as CMAES
+from cmamae.es.lm_ma_es import LMMAES as LMMAES
+from cmamae.es.openai_es import OpenAIES as OpenAIES
+from cmamae.es.sep_cma_es import SepCMAES as SepCMAES

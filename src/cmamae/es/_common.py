@@ -59,7 +59,7 @@ def check_x0(x0) -> jax.Array:
         raise ValueError(f"x0 must be a 1-D array of shape (n,), got shape {x0.shape}")
     if not jnp.issubdtype(x0.dtype, jnp.floating):
         x0 = x0.astype(jnp.result_type(float))
-    if not isinstance(x0, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x0))):
+    if not isinstance(x0, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x0))):
         raise ValueError("x0 must be finite, got NaN or inf entries")
     return x0
 
@@ -133,3 +133,13 @@ def standard_normal(key: jax.Array, table: jax.Array, shape: tuple[int, int], dt
     bits = (words[:, :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
     signs = 1 - 2 * bits.reshape(m, -1)[:, :n].astype(dtype)
     return values * signs
+
+
+# --------------------------------------------------------------------------- stopping tests
+def fitness_range(fitness: jax.Array) -> jax.Array:
+    """Best minus worst of the finite entries of ``fitness`` ``(popsize,)``; inf when fewer than
+    two are finite. pyribs' "flat fitness" stopping test compares this with 1e-12."""
+    finite = jnp.isfinite(fitness)
+    hi = jnp.max(jnp.where(finite, fitness, -jnp.inf))
+    lo = jnp.min(jnp.where(finite, fitness, jnp.inf))
+    return jnp.where(jnp.sum(finite) >= 2, hi - lo, jnp.inf)

@@ -1,0 +1,167 @@
+"""Ask+tell time per iteration of ψ = 5 evolution-strategy instances, λ = 40, after compilation.
+
+Ours (both noise generators, ``vmap`` and ``lax.map`` over the instances) beside pyribs'
+optimizers alone (``ribs.emitters.opt``, five instances in a Python loop) and evosax (five
+states under ``vmap`` and under ``lax.map``), all in this one process on this machine. Fitness is
+the sphere −‖x‖² in every library (one cheap pass). Prints a Markdown table with the median
+milliseconds per iteration and our best mode's speed-up over pyribs and over evosax's faster mode.
+
+    python benchmarks/es_speed.py                       # n = 1,000, 20,000, 200,000
+    python benchmarks/es_speed.py --dims 20000 --reps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cmamae import es
+
+PSI, LAM, SIGMA0 = 5, 40, 0.02
+OURS = {"cma-es": {}, "sep-cma-es": {}, "lm-ma-es": {"k": LAM}, "openai-es": {}}
+
+
+def median_ms(step, reps: int) -> float:
+    step()  # compile / warm up
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(times))
+
+
+def batched(fn, mode):
+    return jax.vmap(fn) if mode == "vmap" else (lambda *a: jax.lax.map(lambda x: fn(*x), a))
+
+
+def time_ours(name: str, n: int, noise: str, mode: str, reps: int) -> float:
+    strategy = es.get(name, popsize=LAM, sigma0=SIGMA0, noise=noise, **OURS[name])
+
+    def one(key, state):
+        k_ask, _ = jax.random.split(key)
+        x, state = strategy.ask(k_ask, state)
+        return strategy.tell(state, x, -jnp.sum(x * x, axis=1))
+
+    step = jax.jit(batched(one, mode), donate_argnums=(1,))
+    keys = jax.random.split(jax.random.key(0), PSI)
+    holder = {"state": jax.vmap(strategy.init, in_axes=(0, None))(keys, jnp.zeros(n))}
+    counter = iter(range(10**9))
+
+    def run():
+        k = jax.random.split(jax.random.key(next(counter)), PSI)
+        holder["state"] = step(k, holder["state"])
+        jax.block_until_ready(holder["state"])
+
+    return median_ms(run, reps)
+
+
+def time_pyribs(name: str, n: int, reps: int) -> float:
+    from ribs.emitters import opt
+
+    cls, extra = {
+        "cma-es": (opt.CMAEvolutionStrategy, {}),
+        "sep-cma-es": (opt.SeparableCMAEvolutionStrategy, {}),
+        "lm-ma-es": (opt.LMMAEvolutionStrategy, {"n_vectors": LAM}),
+        "openai-es": (opt.OpenAIEvolutionStrategy, {}),
+    }[name]
+    opts = []
+    for i in range(PSI):
+        o = cls(sigma0=SIGMA0, solution_dim=n, batch_size=LAM, seed=i, dtype=np.float32, **extra)
+        o.reset(np.zeros(n, np.float32))
+        opts.append(o)
+
+    def run():
+        for o in opts:
+            x = o.ask()
+            f = -np.sum(x * x, axis=1)
+            order = np.argsort(-f)
+            o.tell(order, f, LAM // 2)
+
+    return median_ms(run, reps)
+
+
+def time_evosax(name: str, n: int, mode: str, reps: int) -> float:
+    from evosax import algorithms as ea
+
+    cls = {
+        "cma-es": ea.CMA_ES,
+        "sep-cma-es": ea.Sep_CMA_ES,
+        "lm-ma-es": ea.LM_MA_ES,
+        "openai-es": ea.Open_ES,
+    }[name]
+    strategy = cls(population_size=LAM, solution=jnp.zeros(n))
+    params = strategy.default_params
+
+    def one(key, state):
+        k_ask, k_tell = jax.random.split(key)
+        x, state = strategy.ask(k_ask, state, params)
+        state, _ = strategy.tell(k_tell, x, jnp.sum(x * x, axis=1), state, params)  # minimizes
+        return state
+
+    step = jax.jit(batched(one, mode), donate_argnums=(1,))
+    keys = jax.random.split(jax.random.key(0), PSI)
+    init = lambda k: strategy.init(k, jnp.zeros(n), params)
+    holder = {"state": jax.vmap(init)(keys)}
+    counter = iter(range(10**9))
+
+    def run():
+        k = jax.random.split(jax.random.key(next(counter)), PSI)
+        holder["state"] = step(k, holder["state"])
+        jax.block_until_ready(holder["state"])
+
+    return median_ms(run, reps)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dims", type=int, nargs="+", default=[1000, 20000, 200000])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument(
+        "--cma-max-dim", type=int, default=1000, help="largest n at which the Θ(n²) CMA-ES runs"
+    )
+    parser.add_argument("--skip-evosax", action="store_true")
+    args = parser.parse_args()
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}; ψ={PSI}, λ={LAM}; "
+        f"median of {args.reps} iterations, ms per ask+tell of all ψ instances\n"
+    )
+    cols = [
+        "ours table/vmap",
+        "ours table/map",
+        "ours normal/vmap",
+        "ours normal/map",
+        "pyribs",
+        "evosax vmap",
+        "evosax map",
+        "× pyribs",
+        "× evosax",
+    ]
+    print("| n | ES | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 2) + "|")
+    for n in args.dims:
+        for name in OURS:
+            if name == "cma-es" and n > args.cma_max_dim:
+                continue
+            row = {}
+            for noise in ("table", "normal"):
+                for mode in ("vmap", "map"):
+                    row[f"ours {noise}/{mode}"] = time_ours(name, n, noise, mode, args.reps)
+            row["pyribs"] = time_pyribs(name, n, max(2, args.reps // 2) if n > 50000 else args.reps)
+            for mode in ("vmap", "map"):
+                row[f"evosax {mode}"] = (
+                    float("nan") if args.skip_evosax else time_evosax(name, n, mode, args.reps)
+                )
+            best = min(row[c] for c in cols[:4])
+            row["× pyribs"] = row["pyribs"] / best
+            row["× evosax"] = min(row["evosax vmap"], row["evosax map"]) / best
+            cells = [f"{row[c]:.1f}" for c in cols]
+            print(f"| {n:,} | {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""CMA-ES with a full covariance matrix (maximization), after Hansen's tutorial.
+
+Reference: N. Hansen (2016), "The CMA Evolution Strategy: A Tutorial", arXiv:1604.00772,
+Appendix A (the algorithm summary, Eqs. 38-47) and Table 1 (default parameters, Eqs. 48-58),
+including the negative ("active") recombination weights of Eq. 53. Equation numbers in the
+comments below refer to that tutorial.
+
+Cost: Θ(n²) time per sampled solution (one matrix-vector product ``B D z`` per sample, and the
+rank-μ update of C is Θ(λ n²) per generation), plus an Θ(n³) eigendecomposition of C every
+``eigen_gap`` generations. Memory: Θ(n²) per instance (C and its eigenvectors B), plus the
+noise table of :mod:`cmamae.es._common` when ``noise="table"``. Meant for small n and as the
+reference the Θ(n) strategies are checked against.
+
+Lazy eigendecomposition. As the tutorial (Appendix B.2) and pycma do, B and D are recomputed
+only every ``max(1, ⌊1 / (10 n (c1 + cμ))⌋)`` generations (:attr:`CMAParameters.eigen_gap`):
+every generation for n ≲ 100 with the default λ, every few generations above. The test is a
+``lax.cond`` on a generation counter kept in the state (under ``vmap`` both branches run, so
+batched instances pay for the decomposition every generation; a ``lax.map`` over instances
+keeps the saving). Between decompositions sampling and C^{-1/2} use the stored B and D, as
+in the tutorial.
+
+Deviations from the tutorial, both as in pycma / pyribs and both inactive in normal runs:
+the exponent of the step-size update (Eq. 44) is clipped at +1, and eigenvalues of C are
+floored at the dtype's smallest positive normal number so that B D and C^{-1/2} stay finite.
+
+Ranking: solutions are ordered by fitness, highest first (:func:`cmamae.es._common.rank_order`);
+NaN fitness ranks last. Only the ranking enters the update, so NaN never reaches the mean,
+the paths, C or σ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cmamae._pytree import pytree_dataclass
+from cmamae.es import _common
+from cmamae.es.base import EvolutionStrategy
+
+# pyribs' stopping tolerances (ribs/emitters/opt/_cma_es.py, ``check_stop``; from pycma).
+CONDITION_LIMIT = 1e14
+AREA_LIMIT = 1e-11
+FLAT_FITNESS_LIMIT = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class CMAParameters:
+    """Strategy parameters of CMA-ES for one (λ, n), Table 1 of the tutorial (Python floats)."""
+
+    n: int
+    popsize: int
+    mu: int
+    weights: np.ndarray  # (popsize,): μ positive weights summing to 1, then negative ones
+    mueff: float
+    cm: float
+    cs: float
+    damps: float
+    cc: float
+    c1: float
+    cmu: float
+    chi_n: float
+    eigen_gap: int
+
+
+@functools.lru_cache(maxsize=64)
+def cma_parameters(popsize: int, n: int) -> CMAParameters:
+    """Default strategy parameters for population size ``popsize`` in dimension ``n``."""
+    lam = popsize
+    mu = lam // 2
+    raw = math.log((lam + 1) / 2) - np.log(np.arange(1, lam + 1))  # Eq. 49
+    pos, neg = raw[:mu], raw[mu:]
+    mueff = float(pos.sum() ** 2 / (pos**2).sum())
+    neg_abs_sum = float(np.abs(neg).sum())
+    mueff_minus = float(neg.sum() ** 2 / (neg**2).sum()) if neg_abs_sum > 0 else 0.0
+
+    alpha_cov = 2.0
+    c1 = alpha_cov / ((n + 1.3) ** 2 + mueff)  # Eq. 57
+    cmu = min(  # Eq. 58
+        1 - c1,
+        alpha_cov * (0.25 + mueff + 1 / mueff - 2) / ((n + 2) ** 2 + alpha_cov * mueff / 2),
+    )
+    cc = (4 + mueff / n) / (n + 4 + 2 * mueff / n)  # Eq. 56
+    cs = (mueff + 2) / (n + mueff + 5)  # Eq. 55
+    damps = 1 + 2 * max(0.0, math.sqrt((mueff - 1) / (n + 1)) - 1) + cs  # Eq. 55
+
+    # Eq. 53: positive weights sum to 1; negative ones are scaled by min(α_μ⁻, α_μeff⁻, α_posdef⁻).
+    alpha_mu_minus = 1 + c1 / cmu
+    alpha_mueff_minus = 1 + 2 * mueff_minus / (mueff + 2)
+    alpha_posdef_minus = (1 - c1 - cmu) / (n * cmu)
+    alpha_minus = min(alpha_mu_minus, alpha_mueff_minus, alpha_posdef_minus)
+    weights = np.concatenate(
+        [pos / pos.sum(), neg * (alpha_minus / neg_abs_sum if neg_abs_sum > 0 else 0.0)]
+    )
+
+    eigen_gap = max(1, int(1 / (10 * n * (c1 + cmu))))  # Appendix B.2
+    return CMAParameters(
+        n=n,
+        popsize=lam,
+        mu=mu,
+        weights=weights,
+        mueff=mueff,
+        cm=1.0,  # Eq. 54
+        cs=cs,
+        damps=damps,
+        cc=cc,
+        c1=c1,
+        cmu=cmu,
+        chi_n=_common.expected_norm(n),
+        eigen_gap=eigen_gap,
+    )
+
+
+@pytree_dataclass
+class CMAESState:
+    """State of one CMA-ES instance; ``n`` is the solution dimension.
+
+    Attributes:
+        mean: m, the distribution mean ``(n,)``.
+        sigma: σ, the step size ``()``.
+        C: the covariance matrix ``(n, n)``.
+        B: eigenvectors of C as columns ``(n, n)`` (as of the last decomposition).
+        D: square roots of the eigenvalues of C ``(n,)`` (as of the last decomposition).
+        pc: evolution path of C ``(n,)``.
+        ps: conjugate evolution path of σ ``(n,)``.
+        generation: number of ``tell`` calls so far, int32 ``()``.
+        eigen_generation: generation of the last eigendecomposition, int32 ``()``.
+        fitness_range: best − worst finite fitness of the last ``tell`` (inf before any).
+        noise: the noise table (``(0,)`` for ``noise="normal"``).
+    """
+
+    mean: jax.Array
+    sigma: jax.Array
+    C: jax.Array
+    B: jax.Array
+    D: jax.Array
+    pc: jax.Array
+    ps: jax.Array
+    generation: jax.Array
+    eigen_generation: jax.Array
+    fitness_range: jax.Array
+    noise: jax.Array
+
+
+def _eigen(C: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """B, D of a symmetric C = B diag(D²) Bᵀ, eigenvalues floored at the smallest normal."""
+    C = 0.5 * (C + C.T)
+    eigenvalues, B = jnp.linalg.eigh(C)
+    eigenvalues = jnp.maximum(eigenvalues, jnp.finfo(C.dtype).tiny)
+    return B, jnp.sqrt(eigenvalues)
+
+
+def fitness_range(fitness: jax.Array) -> jax.Array:
+    """Best − worst of the finite entries of ``fitness`` (NaN when none is finite)."""
+    finite = jnp.isfinite(fitness)
+    best = jnp.max(jnp.where(finite, fitness, -jnp.inf))
+    worst = jnp.min(jnp.where(finite, fitness, jnp.inf))
+    return jnp.where(jnp.any(finite), best - worst, jnp.nan)
+
+
+@dataclasses.dataclass(frozen=True)
+class CMAES(EvolutionStrategy):
+    """CMA-ES (Hansen 2016) with active (negative) weights; Θ(n²) per solution.
+
+    Attributes:
+        popsize: λ; the tutorial's default is ``4 + ⌊3 ln n⌋`` (the library default, 40, is the
+            CMA-MAE paper's setting).
+        sigma0: initial step size σ₀.
+        noise: "table" or "normal", see :mod:`cmamae.es._common`.
+    """
+
+    name: ClassVar[str] = "cma-es"
+
+    def parameters(self, n: int) -> CMAParameters:
+        """Strategy parameters (weights, learning rates) in dimension ``n``."""
+        return cma_parameters(self.popsize, int(n))
+
+    def init(self, key: jax.Array, x0: jax.Array) -> CMAESState:
+        x0 = _common.check_x0(x0)
+        n = x0.shape[0]
+        dtype = x0.dtype
+        eye = jnp.eye(n, dtype=dtype)
+        zeros = jnp.zeros((n,), dtype)
+        return CMAESState(
+            mean=x0,
+            sigma=jnp.asarray(self.sigma0, dtype),
+            C=eye,
+            B=eye,
+            D=jnp.ones((n,), dtype),
+            pc=zeros,
+            ps=zeros,
+            generation=jnp.zeros((), jnp.int32),
+            eigen_generation=jnp.zeros((), jnp.int32),
+            fitness_range=jnp.asarray(jnp.inf, dtype),
+            noise=_common.init_noise(key, self.noise, n, dtype),
+        )
+
+    def ask(self, key: jax.Array, state: CMAESState) -> tuple[jax.Array, CMAESState]:
+        n = state.mean.shape[-1]
+        dtype = state.mean.dtype
+        z = _common.standard_normal(key, state.noise, (self.popsize, n), dtype)  # Eq. 38
+        y = (z * state.D) @ state.B.T  # Eq. 39: y_k = B D z_k ~ N(0, C)
+        x = state.mean + state.sigma * y  # Eq. 40
+        return x, state
+
+    def tell(self, state: CMAESState, solutions: jax.Array, fitness: jax.Array) -> CMAESState:
+        n = state.mean.shape[-1]
+        solutions, fitness = _common.check_tell_args(self.popsize, n, solutions, fitness)
+        p = self.parameters(n)
+        dtype = state.mean.dtype
+        tiny = jnp.finfo(dtype).tiny
+        w = jnp.asarray(p.weights, dtype)
+
+        order = _common.rank_order(fitness)
+        y = (solutions.astype(dtype)[order] - state.mean) / state.sigma  # y_{i:λ}, best first
+
+        def inv_sqrt_c(v):  # C^{-1/2} v = B D^{-1} Bᵀ v, for rows v
+            return ((v @ state.B) / state.D) @ state.B.T
+
+        y_w = w[: p.mu] @ y[: p.mu]  # Eq. 41
+        mean = state.mean + p.cm * state.sigma * y_w  # Eq. 42
+
+        ps = (1 - p.cs) * state.ps + math.sqrt(p.cs * (2 - p.cs) * p.mueff) * inv_sqrt_c(
+            y_w
+        )  # Eq. 43
+        ps_norm = jnp.linalg.norm(ps)
+        sigma = state.sigma * jnp.exp(
+            jnp.minimum(1.0, (p.cs / p.damps) * (ps_norm / p.chi_n - 1))
+        )  # Eq. 44 (exponent clipped at 1, as pycma)
+
+        generation = state.generation + 1
+        # h_σ (below Eq. 45): ‖p_σ‖ / √(1 − (1 − c_σ)^{2(g+1)}) < (1.4 + 2/(n+1)) E‖N(0, I)‖
+        ps_bias = jnp.sqrt(1 - (1 - p.cs) ** (2 * generation.astype(dtype)))
+        hsig = (ps_norm / ps_bias < (1.4 + 2 / (n + 1)) * p.chi_n).astype(dtype)
+        pc = (1 - p.cc) * state.pc + hsig * math.sqrt(p.cc * (2 - p.cc) * p.mueff) * y_w  # Eq. 45
+
+        z_norm2 = jnp.sum(inv_sqrt_c(y) ** 2, axis=1)
+        w_circ = jnp.where(w >= 0, w, w * n / jnp.maximum(z_norm2, tiny))  # Eq. 46
+        delta_h = (1 - hsig) * p.cc * (2 - p.cc)
+        decay = 1 + p.c1 * delta_h - p.c1 - p.cmu * float(p.weights.sum())
+        C = (
+            decay * state.C
+            + p.c1 * jnp.outer(pc, pc)
+            + p.cmu * (y.T * w_circ) @ y  # Eq. 47
+        )
+        C = 0.5 * (C + C.T)
+
+        if p.eigen_gap == 1:
+            B, D = _eigen(C)
+            eigen_generation = generation
+        else:
+            B, D, eigen_generation = jax.lax.cond(
+                generation - state.eigen_generation >= p.eigen_gap,
+                lambda: (*_eigen(C), generation),
+                lambda: (state.B, state.D, state.eigen_generation),
+            )
+
+        return CMAESState(
+            mean=mean,
+            sigma=sigma,
+            C=C,
+            B=B,
+            D=D,
+            pc=pc,
+            ps=ps,
+            generation=generation,
+            eigen_generation=eigen_generation,
+            fitness_range=fitness_range(fitness).astype(dtype),
+            noise=state.noise,
+        )
+
+    def converged(self, state: CMAESState) -> jax.Array:
+        """pyribs' ``check_stop``: condition number of C > 1e14, σ √λ_max(C) < 1e-11, or the
+        last ``tell``'s fitness range (best − worst) < 1e-12. Uses the stored eigenvalues."""
+        eigenvalues = state.D**2
+        ev_max = jnp.max(eigenvalues, axis=-1)
+        ill = ev_max / jnp.min(eigenvalues, axis=-1) > CONDITION_LIMIT
+        small = state.sigma * jnp.sqrt(ev_max) < AREA_LIMIT
+        flat = state.fitness_range < FLAT_FITNESS_LIMIT
+        return ill | small | flat

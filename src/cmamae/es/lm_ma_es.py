@@ -1,0 +1,238 @@
+"""LM-MA-ES: the Limited-Memory Matrix Adaptation Evolution Strategy (maximization).
+
+Loshchilov, Glasmachers & Beyer (2019), "Large Scale Black-box Optimization by Limited-Memory
+Matrix Adaptation", IEEE Trans. Evolutionary Computation 23(2); arXiv:1705.06693, Algorithm 1.
+Comments of the form "Alg. 1 line N" point at the lines of that algorithm.
+
+The sampling transform is a product of k rank-one-updated identity matrices built from k
+direction vectors m_1..m_k (evolution paths with learning rates spread over four orders of
+magnitude, c_c,i = λ / (4^(i-1) n)):
+
+    z ~ N(0, I),  d = F_k ... F_1 z,  F_j = (1 - c_d,j) I + c_d,j m_j m_jᵀ,  x = y + σ d,
+
+with c_d,j = 1 / (1.5^(j-1) n). During the first k iterations only the first t vectors are
+active (Alg. 1 line 7: j = 1..min(t, k)); shapes stay static and a mask turns the others into
+identities. The step size follows cumulative step-size adaptation with c_σ = 2λ/n. Samples are
+ranked and the μ = ⌊λ/2⌋ best are recombined with the paper's weights
+w_i ∝ ln(μ + 1/2) - ln i, sorted by rank (evosax 0.3.2 pairs these weights with unsorted samples,
+REFERENCE.md; we do not).
+
+``tell`` does not need the z of ``ask``: the state holds no λ × n sample matrix. It recomputes
+d = (x - y) / σ for the μ parents and inverts the transform factor by factor (each F_j⁻¹ by
+Sherman-Morrison, O(n)): F_j⁻¹ d = (d - c_d,j m_j (m_jᵀ d) / (1 - c_d,j + c_d,j ‖m_j‖²)) /
+(1 - c_d,j). This is exact in exact arithmetic; in floating point, d carries the rounding error of
+x - y, relative size eps·‖y‖/(σ‖d‖) (as in pycma, which also recomputes from the solutions).
+
+Cost: Θ(k n) time per sample (ask and tell), Θ(k n) memory for the state (plus the noise table
+of :mod:`cmamae.es._common`). Defaults: k = 4 + ⌊3 ln n⌋ as in the paper (the CMA-MAE scaling
+paper uses k = λ = 40). The learning rates need λ < n (c_σ = 2λ/n < 2); ``init`` raises
+otherwise, as pyribs does for λ > n.
+
+Stopping test (``converged``), as pyribs' LMMAEvolutionStrategy.check_stop: σ < 1e-12, or the
+last batch's fitness is flat (best - worst < 1e-12 over its finite values); we also stop when σ
+or the mean is no longer finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cmamae._pytree import pytree_dataclass
+from cmamae.es import _common
+from cmamae.es.base import EvolutionStrategy
+
+SIGMA_STOP = 1e-12
+FLAT_FITNESS_STOP = 1e-12
+
+
+@pytree_dataclass
+class LMMAESState:
+    """State of one LM-MA-ES instance (shapes for solution dimension n, k vectors).
+
+    Attributes:
+        mean: y, the distribution mean, ``(n,)``.
+        sigma: σ, the step size, ``()``.
+        p_sigma: p_σ, the evolution path of step-size adaptation, ``(n,)``.
+        vectors: m_1..m_k, the direction vectors, ``(k, n)``.
+        t: iterations told so far, ``()`` int32 (min(t, k) vectors are active).
+        noise: the noise table (see :func:`cmamae.es._common.init_noise`).
+        fitness_range: best minus worst finite fitness of the last batch, ``()`` (inf before
+            the first ``tell``, or when fewer than two values were finite).
+    """
+
+    mean: jax.Array
+    sigma: jax.Array
+    p_sigma: jax.Array
+    vectors: jax.Array
+    t: jax.Array
+    noise: jax.Array
+    fitness_range: jax.Array
+
+
+def default_k(n: int) -> int:
+    """The paper's number of direction vectors, 4 + ⌊3 ln n⌋ (same as its default λ)."""
+    return 4 + int(math.floor(3 * math.log(n)))
+
+
+@dataclasses.dataclass(frozen=True)
+class LMMAES(EvolutionStrategy):
+    """LM-MA-ES (Loshchilov, Glasmachers & Beyer 2019), maximizing.
+
+    Attributes:
+        popsize: λ; must be smaller than the solution dimension n.
+        sigma0: σ₀.
+        noise: "table" or "normal" (see :mod:`cmamae.es._common`).
+        k: number of direction vectors (the paper's m); None means 4 + ⌊3 ln n⌋.
+    """
+
+    k: int | None = None
+
+    name: ClassVar[str] = "lm-ma-es"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.k is not None and (
+            isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1
+        ):
+            raise ValueError(f"k must be None or an integer >= 1, got {self.k!r}")
+
+    # ------------------------------------------------------------------ constants
+    def num_vectors(self, n: int) -> int:
+        """k for solution dimension ``n``."""
+        return default_k(n) if self.k is None else int(self.k)
+
+    def _constants(self, n: int, dtype):
+        """Alg. 1 line 1: μ, w_i, μ_w, c_σ, c_d,i, c_c,i (static NumPy values cast to dtype)."""
+        lam = self.popsize
+        mu = lam // 2
+        w = math.log(mu + 0.5) - np.log(np.arange(1, mu + 1))  # Alg. 1 line 1
+        w = w / w.sum()
+        mu_w = 1.0 / float(np.sum(w**2))  # Alg. 1 line 1: μ_w = 1 / Σ w_i²
+        c_sigma = 2.0 * lam / n  # Alg. 1 line 1: c_σ = 2λ/n
+        i = np.arange(self.num_vectors(n), dtype=np.float64)  # i - 1 = 0..k-1
+        c_d = 1.0 / (1.5**i * n)  # Alg. 1 line 1: c_d,i = 1 / (1.5^(i-1) n)
+        c_c = lam / (4.0**i * n)  # Alg. 1 line 1: c_c,i = λ / (4^(i-1) n)
+        return dict(
+            mu=mu,
+            weights=jnp.asarray(w, dtype),
+            mu_w=mu_w,
+            c_sigma=c_sigma,
+            path_coef=math.sqrt(mu_w * c_sigma * (2.0 - c_sigma)),
+            c_d=jnp.asarray(c_d, dtype),
+            c_c=jnp.asarray(c_c, dtype),
+            vec_coef=jnp.asarray(np.sqrt(mu_w * c_c * (2.0 - c_c)), dtype),
+        )
+
+    def _factors(self, state: LMMAESState):
+        """(a_j, b_j) with F_j = a_j I + b_j m_j m_jᵀ; identity (1, 0) for inactive j >= t."""
+        n = state.mean.shape[0]
+        c_d = self._constants(n, state.mean.dtype)["c_d"]
+        active = jnp.arange(c_d.shape[0]) < state.t  # Alg. 1 line 7: j <= min(t, k)
+        a = jnp.where(active, 1 - c_d, 1).astype(state.mean.dtype)
+        b = jnp.where(active, c_d, 0).astype(state.mean.dtype)
+        return a, b
+
+    # ------------------------------------------------------------------ transforms
+    def transform(self, state: LMMAESState, z: jax.Array) -> jax.Array:
+        """d = F_k ⋯ F_1 z for rows z ``(m, n)`` → ``(m, n)`` (Alg. 1 lines 6-8); O(k n) a row."""
+        a, b = self._factors(state)
+
+        def step(d, abm):
+            a_j, b_j, m_j = abm
+            # Alg. 1 line 8: d ← (1 - c_d,j) d + c_d,j m_j (m_jᵀ d)
+            return a_j * d + b_j * (d @ m_j)[:, None] * m_j[None, :], None
+
+        d, _ = jax.lax.scan(step, z, (a, b, state.vectors))
+        return d
+
+    def inverse_transform(self, state: LMMAESState, d: jax.Array) -> jax.Array:
+        """z = F_1⁻¹ ⋯ F_k⁻¹ d for rows d ``(m, n)``, each factor by Sherman-Morrison; O(k n)."""
+        a, b = self._factors(state)
+        sq = jnp.sum(state.vectors**2, axis=1)
+
+        def step(z, absm):
+            a_j, b_j, sq_j, m_j = absm
+            # (a I + b m mᵀ)⁻¹ = (I - b m mᵀ / (a + b ‖m‖²)) / a
+            coef = b_j / (a_j + b_j * sq_j)
+            return (z - coef * (z @ m_j)[:, None] * m_j[None, :]) / a_j, None
+
+        z, _ = jax.lax.scan(step, d, (a, b, sq, state.vectors), reverse=True)
+        return z
+
+    # ------------------------------------------------------------------ interface
+    def init(self, key: jax.Array, x0: jax.Array) -> LMMAESState:
+        """Alg. 1 line 2: t = 0, y = x0, σ = σ₀, p_σ = 0, m_i = 0."""
+        x0 = _common.check_x0(x0)
+        n = x0.shape[0]
+        if self.popsize >= n:
+            raise ValueError(
+                f"popsize must be smaller than the solution dimension n = {n} for LM-MA-ES "
+                f"(its c_σ = 2·popsize/n must be < 2), got popsize={self.popsize}"
+            )
+        dtype = x0.dtype
+        k = self.num_vectors(n)
+        return LMMAESState(
+            mean=x0,
+            sigma=jnp.asarray(self.sigma0, dtype),
+            p_sigma=jnp.zeros((n,), dtype),
+            vectors=jnp.zeros((k, n), dtype),
+            t=jnp.asarray(0, jnp.int32),
+            noise=_common.init_noise(key, self.noise, n, dtype),
+            fitness_range=jnp.asarray(jnp.inf, dtype),
+        )
+
+    def ask(self, key: jax.Array, state: LMMAESState) -> tuple[jax.Array, LMMAESState]:
+        """λ solutions x_i = y + σ d_i, shape ``(popsize, n)`` (Alg. 1 lines 4-9)."""
+        n = state.mean.shape[0]
+        dtype = state.mean.dtype
+        z = _common.standard_normal(key, state.noise, (self.popsize, n), dtype)  # line 5
+        d = self.transform(state, z)  # Alg. 1 lines 6-8
+        return state.mean[None, :] + state.sigma * d, state  # Alg. 1 line 9: y + σ d
+
+    def tell(self, state: LMMAESState, solutions: jax.Array, fitness: jax.Array) -> LMMAESState:
+        """Alg. 1 lines 10-15 from the ranked solutions; higher fitness is better."""
+        n = state.mean.shape[0]
+        dtype = state.mean.dtype
+        solutions, fitness = _common.check_tell_args(self.popsize, n, solutions, fitness)
+        solutions = solutions.astype(dtype)
+        c = self._constants(n, dtype)
+        mu, w = c["mu"], c["weights"]
+
+        order = _common.rank_order(fitness)
+        parents = solutions[order[:mu]]  # x_{1:λ} .. x_{μ:λ}
+        d = (parents - state.mean[None, :]) / state.sigma  # d_{i:λ}
+        z = self.inverse_transform(state, d)  # z_{i:λ}
+        z_w = w @ z  # Σ w_i z_{i:λ}
+
+        c_sigma = c["c_sigma"]
+        # Alg. 1 line 10: p_σ ← (1 - c_σ) p_σ + sqrt(μ_w c_σ (2 - c_σ)) Σ w_i z_{i:λ}
+        p_sigma = (1 - c_sigma) * state.p_sigma + c["path_coef"] * z_w
+        # Alg. 1 lines 11-12: m_i ← (1 - c_c,i) m_i + sqrt(μ_w c_c,i (2 - c_c,i)) Σ w_j z_{j:λ}
+        vectors = (1 - c["c_c"])[:, None] * state.vectors + c["vec_coef"][:, None] * z_w[None]
+        # Alg. 1 line 13: y ← y + σ Σ w_i d_{i:λ}, which is Σ w_i x_{i:λ} since Σ w_i = 1.
+        mean = w @ parents
+        # Alg. 1 line 14: σ ← σ exp(c_σ/2 (‖p_σ‖²/n - 1))
+        sigma = state.sigma * jnp.exp(c_sigma / 2 * (jnp.sum(p_sigma**2) / n - 1))
+        return state.replace(
+            mean=mean,
+            sigma=sigma.astype(dtype),
+            p_sigma=p_sigma,
+            vectors=vectors,
+            t=state.t + 1,  # Alg. 1 line 15
+            fitness_range=_common.fitness_range(fitness).astype(dtype),
+        )
+
+    def converged(self, state: LMMAESState) -> jax.Array:
+        """pyribs' check_stop: σ < 1e-12 or flat fitness (< 1e-12); also σ or mean non-finite."""
+        return (
+            (state.sigma < SIGMA_STOP)
+            | (state.fitness_range < FLAT_FITNESS_STOP)
+            | ~jnp.isfinite(state.sigma)
+            | ~jnp.all(jnp.isfinite(state.mean))
+        )

@@ -1,0 +1,211 @@
+"""sep-CMA-ES: CMA-ES with a diagonal covariance matrix (maximization).
+
+Reference: R. Ros and N. Hansen (2008), "A Simple Modification in CMA-ES Achieving Linear Time
+and Space Complexity", PPSN X, pp. 296-305. The covariance matrix is restricted to its
+diagonal; every other update is the CMA-ES of Hansen's tutorial (arXiv:1604.00772, Eqs. 41-47,
+equation numbers in the comments below), written per coordinate.
+
+Learning rates. Ros & Hansen make the diagonal learn faster than a full C, by about
+(n + 2) / 3. We use the current form of that rule as pycma implements it for
+``CMA_diagonal=True`` (``cma/options_parameters.py``, ``CMAParameters.set``; pyribs'
+``_sep_cma_es.py`` cites the same source):
+
+* c₁ = 1 / (n + 2√n + μ_eff / n),
+* c_μ = min(1 − c₁, (1/4 + μ_eff + 1/μ_eff − 2) / (n + 4√n + μ_eff / 2)),
+* c_c = (1 + 1/n + μ_eff / n) / (√n + 1/n + 2 μ_eff / n),
+
+and the tutorial's c_σ, d_σ. Unlike evosax, these are not the full CMA-ES rates (which make a
+large diagonal barely move: c₁ ≈ 2 / n²); and unlike pyribs 0.12, whose sep-CMA-ES multiplies
+this c₁ by the full-CMA c₁ and then applies it twice in the rank-one term (c₁² p_c²), the
+rank-one term here is c₁ p_c². Recombination uses the μ = ⌊λ/2⌋ positive log weights only (as in
+Ros & Hansen 2008 and pyribs): the update of each variance is then a convex combination of
+non-negative terms, so the diagonal stays positive without any safeguard. (pycma's diagonal
+mode instead uses negative weights with a multiplicative, "diagonal decoding" update.)
+
+Cost: Θ(n) time per sampled solution and Θ(n) memory per instance (mean, two paths and the
+diagonal), plus the noise table of :mod:`cmamae.es._common` when ``noise="table"``.
+
+Ranking: by fitness, highest first; NaN fitness ranks last and never reaches the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cmamae._pytree import pytree_dataclass
+from cmamae.es import _common
+from cmamae.es.base import EvolutionStrategy
+from cmamae.es.cma_es import AREA_LIMIT, CONDITION_LIMIT, FLAT_FITNESS_LIMIT, fitness_range
+
+
+@dataclasses.dataclass(frozen=True)
+class SepCMAParameters:
+    """Strategy parameters of sep-CMA-ES for one (λ, n) (Python floats)."""
+
+    n: int
+    popsize: int
+    mu: int
+    weights: np.ndarray  # (mu,) positive, summing to 1
+    mueff: float
+    cm: float
+    cs: float
+    damps: float
+    cc: float
+    c1: float
+    cmu: float
+    chi_n: float
+
+
+@functools.lru_cache(maxsize=64)
+def sep_cma_parameters(popsize: int, n: int) -> SepCMAParameters:
+    """Default sep-CMA-ES parameters for population size ``popsize`` in dimension ``n``."""
+    mu = popsize // 2
+    weights = _common.log_weights(popsize, mu)  # Eq. 49, normalized as in Eq. 53
+    mueff = _common.mu_eff(weights)
+    cs = (mueff + 2) / (n + mueff + 5)  # Eq. 55
+    damps = 1 + 2 * max(0.0, math.sqrt((mueff - 1) / (n + 1)) - 1) + cs  # Eq. 55
+    # Separable learning rates (Ros & Hansen 2008, in pycma's form; module docstring).
+    cc = (1 + 1 / n + mueff / n) / (math.sqrt(n) + 1 / n + 2 * mueff / n)
+    c1 = 1 / (n + 2 * math.sqrt(n) + mueff / n)
+    cmu = min(1 - c1, (0.25 + mueff + 1 / mueff - 2) / (n + 4 * math.sqrt(n) + mueff / 2))
+    return SepCMAParameters(
+        n=n,
+        popsize=popsize,
+        mu=mu,
+        weights=weights,
+        mueff=mueff,
+        cm=1.0,
+        cs=cs,
+        damps=damps,
+        cc=cc,
+        c1=c1,
+        cmu=cmu,
+        chi_n=_common.expected_norm(n),
+    )
+
+
+@pytree_dataclass
+class SepCMAESState:
+    """State of one sep-CMA-ES instance; ``n`` is the solution dimension.
+
+    Attributes:
+        mean: m ``(n,)``.
+        sigma: σ ``()``.
+        C: the diagonal of the covariance matrix ``(n,)``, all entries positive.
+        pc: evolution path of C ``(n,)``.
+        ps: conjugate evolution path of σ ``(n,)``.
+        generation: number of ``tell`` calls so far, int32 ``()``.
+        fitness_range: best − worst finite fitness of the last ``tell`` (inf before any).
+        noise: the noise table (``(0,)`` for ``noise="normal"``).
+    """
+
+    mean: jax.Array
+    sigma: jax.Array
+    C: jax.Array
+    pc: jax.Array
+    ps: jax.Array
+    generation: jax.Array
+    fitness_range: jax.Array
+    noise: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SepCMAES(EvolutionStrategy):
+    """sep-CMA-ES (Ros & Hansen 2008): diagonal covariance, Θ(n) per solution.
+
+    Attributes:
+        popsize: λ (CMA-MAE paper: 40; the tutorial's default is ``4 + ⌊3 ln n⌋``).
+        sigma0: initial step size σ₀.
+        noise: "table" or "normal", see :mod:`cmamae.es._common`.
+    """
+
+    name: ClassVar[str] = "sep-cma-es"
+
+    def parameters(self, n: int) -> SepCMAParameters:
+        """Strategy parameters (weights, learning rates) in dimension ``n``."""
+        return sep_cma_parameters(self.popsize, int(n))
+
+    def init(self, key: jax.Array, x0: jax.Array) -> SepCMAESState:
+        x0 = _common.check_x0(x0)
+        n = x0.shape[0]
+        dtype = x0.dtype
+        zeros = jnp.zeros((n,), dtype)
+        return SepCMAESState(
+            mean=x0,
+            sigma=jnp.asarray(self.sigma0, dtype),
+            C=jnp.ones((n,), dtype),
+            pc=zeros,
+            ps=zeros,
+            generation=jnp.zeros((), jnp.int32),
+            fitness_range=jnp.asarray(jnp.inf, dtype),
+            noise=_common.init_noise(key, self.noise, n, dtype),
+        )
+
+    def ask(self, key: jax.Array, state: SepCMAESState) -> tuple[jax.Array, SepCMAESState]:
+        n = state.mean.shape[-1]
+        dtype = state.mean.dtype
+        z = _common.standard_normal(key, state.noise, (self.popsize, n), dtype)  # Eq. 38
+        x = state.mean + state.sigma * (jnp.sqrt(state.C) * z)  # Eqs. 39-40, D = √diag(C)
+        return x, state
+
+    def tell(
+        self, state: SepCMAESState, solutions: jax.Array, fitness: jax.Array
+    ) -> SepCMAESState:
+        n = state.mean.shape[-1]
+        solutions, fitness = _common.check_tell_args(self.popsize, n, solutions, fitness)
+        p = self.parameters(n)
+        dtype = state.mean.dtype
+        w = jnp.asarray(p.weights, dtype)
+
+        order = _common.rank_order(fitness)[: p.mu]
+        y = (solutions.astype(dtype)[order] - state.mean) / state.sigma  # best μ, best first
+
+        y_w = w @ y  # Eq. 41
+        mean = state.mean + p.cm * state.sigma * y_w  # Eq. 42
+
+        ps = (1 - p.cs) * state.ps + math.sqrt(p.cs * (2 - p.cs) * p.mueff) * (
+            y_w / jnp.sqrt(state.C)
+        )  # Eq. 43, C^{-1/2} = diag(C)^{-1/2}
+        ps_norm = jnp.linalg.norm(ps)
+        sigma = state.sigma * jnp.exp(
+            jnp.minimum(1.0, (p.cs / p.damps) * (ps_norm / p.chi_n - 1))
+        )  # Eq. 44 (exponent clipped at 1, as pycma)
+
+        generation = state.generation + 1
+        ps_bias = jnp.sqrt(1 - (1 - p.cs) ** (2 * generation.astype(dtype)))
+        hsig = (ps_norm / ps_bias < (1.4 + 2 / (n + 1)) * p.chi_n).astype(dtype)  # h_σ
+        pc = (1 - p.cc) * state.pc + hsig * math.sqrt(p.cc * (2 - p.cc) * p.mueff) * y_w  # Eq. 45
+
+        delta_h = (1 - hsig) * p.cc * (2 - p.cc)
+        C = (
+            (1 + p.c1 * delta_h - p.c1 - p.cmu) * state.C  # Σ w = 1 (positive weights only)
+            + p.c1 * pc**2
+            + p.cmu * (w @ y**2)  # Eq. 47, diagonal only
+        )
+
+        return SepCMAESState(
+            mean=mean,
+            sigma=sigma,
+            C=C,
+            pc=pc,
+            ps=ps,
+            generation=generation,
+            fitness_range=fitness_range(fitness).astype(dtype),
+            noise=state.noise,
+        )
+
+    def converged(self, state: SepCMAESState) -> jax.Array:
+        """pyribs' ``check_stop`` with the diagonal: max(C)/min(C) > 1e14,
+        σ √max(C) < 1e-11, or the last ``tell``'s fitness range < 1e-12."""
+        c_max = jnp.max(state.C, axis=-1)
+        ill = c_max / jnp.min(state.C, axis=-1) > CONDITION_LIMIT
+        small = state.sigma * jnp.sqrt(c_max) < AREA_LIMIT
+        flat = state.fitness_range < FLAT_FITNESS_LIMIT
+        return ill | small | flat

@@ -1,0 +1,106 @@
+"""The fully compiled QD loop over several seeds: ``cmamae.run(task, algo, evals, seeds)``.
+
+All seeds are one program: the scheduler state gets a leading seed axis and one ``jit(vmap(
+lax.scan))`` chunk advances every seed by many iterations; the host wakes only between chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from cmamae.scheduler import Scheduler, SchedulerState
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What :func:`run` returns.
+
+    Attributes:
+        scheduler: the scheduler that ran (archive geometry, emitters).
+        state: the final :class:`SchedulerState`, every leaf with a leading seed axis.
+        metrics: per-iteration metrics, each a NumPy array ``(seeds, iterations)``: the result
+            archive's stats (num_elites, coverage, qd_score, norm_qd_score, obj_max, obj_mean,
+            num_invalid) and the evaluations done after that iteration.
+    """
+
+    scheduler: Scheduler
+    state: SchedulerState
+    metrics: dict[str, np.ndarray]
+
+    def archive_state(self, seed: int = 0):
+        """The result archive's state of one seed (the archive's own when α = 1)."""
+        best = self.scheduler.best_state(self.state)
+        return jax.tree_util.tree_map(lambda a: a[seed], best)
+
+    def final(self) -> dict[str, np.ndarray]:
+        """The last iteration's metrics, one value per seed."""
+        return {k: v[:, -1] for k, v in self.metrics.items()}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_seeds(scheduler: Scheduler, initial_solution: Callable, keys):
+    def one(key):
+        k_x0, k_init = jax.random.split(key)
+        return scheduler.init(k_init, initial_solution(k_x0))
+
+    return jax.vmap(one)(keys)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4), donate_argnums=(2,))
+def _run_chunk(scheduler: Scheduler, keys, states, evaluate: Callable, iterations: int):
+    run_one = lambda key, state: scheduler.run(key, state, evaluate, iterations)
+    return jax.vmap(run_one)(keys, states)
+
+
+def run(
+    task,
+    algo,
+    evals: int,
+    seeds: int = 1,
+    key: jax.Array | None = None,
+    chunk_iterations: int | None = None,
+    on_chunk: Callable[[int, dict[str, np.ndarray]], Any] | None = None,
+) -> RunResult:
+    """Run ``algo`` (an :class:`cmamae.algorithms.Algorithm`) on ``task`` for ``evals``
+    evaluations per seed, all ``seeds`` in one compiled program.
+
+    The budget is exact in whole iterations: ``evals // batch_size`` iterations of
+    ``batch_size`` evaluations (a ValueError if that is zero). ``chunk_iterations`` (default:
+    all) bounds how many iterations one compiled call advances; ``on_chunk(iterations_done,
+    metrics_so_far)`` is called on the host after each chunk.
+    """
+    scheduler = algo.scheduler
+    if isinstance(evals, bool) or not isinstance(evals, int) or evals < scheduler.batch_size:
+        raise ValueError(
+            f"evals must be an integer >= the batch size {scheduler.batch_size}, got {evals!r}"
+        )
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+    iterations = evals // scheduler.batch_size
+    chunk = iterations if chunk_iterations is None else max(1, min(chunk_iterations, iterations))
+    key = jax.random.key(0) if key is None else key
+    k_init, k_run = jax.random.split(key)
+    states = _init_seeds(scheduler, task.initial_solution, jax.random.split(k_init, seeds))
+    run_keys = jax.random.split(k_run, seeds)
+
+    pieces: list[dict[str, np.ndarray]] = []
+    done = 0
+    for _ in range(math.ceil(iterations / chunk)):
+        length = min(chunk, iterations - done)
+        states, metrics = _run_chunk(scheduler, run_keys, states, task.evaluate, length)
+        pieces.append(jax.tree_util.tree_map(np.asarray, metrics))
+        done += length
+        if on_chunk is not None:
+            on_chunk(done, _concat(pieces))
+    return RunResult(scheduler=scheduler, state=states, metrics=_concat(pieces))
+
+
+def _concat(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in pieces], axis=1) for k in pieces[0]}

@@ -1,0 +1,265 @@
+"""The scheduler: ask/tell over groups of emitters sharing one archive (and a result archive).
+
+One iteration (Algorithm 1 of the scaling paper): every emitter group asks, the whole batch is
+evaluated, inserted into the archive at once (pyribs' batch semantics) and into the result
+archive, and each group is told its slice with the archive's feedback.
+
+Three ways to drive it:
+
+* pure functions ``init`` / ``ask`` / ``tell`` (jit-able, composable);
+* :meth:`Scheduler.run`: many iterations in one compiled ``lax.scan`` when the objective is a
+  JAX function ``evaluate(solutions, key) -> (objectives, measures)``;
+* :class:`AskTell`: a host-side object for objectives written in plain Python/NumPy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cmamae._pytree import pytree_dataclass
+from cmamae.archives import AddInfo, ArchiveState
+from cmamae.emitters.base import Emitter
+
+
+@pytree_dataclass
+class SchedulerState:
+    """Everything that changes during a run.
+
+    Attributes:
+        archive: the (annealed) archive that gives the emitters feedback.
+        result: the result archive (best solution ever per cell), or None when the archive
+            itself keeps the best (α = 1).
+        emitters: one state per emitter group.
+        iteration: int32 iterations done.
+        evaluations: int32 solutions evaluated.
+    """
+
+    archive: ArchiveState
+    result: ArchiveState | None
+    emitters: tuple
+    iteration: jax.Array
+    evaluations: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheduler:
+    """Static configuration: the archive, the emitter groups, the result archive.
+
+    Attributes:
+        archive: the archive the emitters insert into (any :mod:`cmamae.archives` archive).
+        emitters: a tuple of emitter groups (:mod:`cmamae.emitters`).
+        result_archive: the archive that keeps the best solution ever per cell; "auto" (the
+            default) makes one with the archive's geometry whenever its learning rate is < 1,
+            None never does.
+    """
+
+    archive: Any
+    emitters: tuple[Emitter, ...]
+    result_archive: Any = "auto"
+
+    def __post_init__(self):
+        emitters = (
+            tuple(self.emitters) if not isinstance(self.emitters, Emitter) else (self.emitters,)
+        )
+        if not emitters or not all(isinstance(e, Emitter) for e in emitters):
+            raise ValueError(f"emitters must be a non-empty tuple of Emitters, got {emitters!r}")
+        object.__setattr__(self, "emitters", emitters)
+        if isinstance(self.result_archive, str):
+            if self.result_archive != "auto":
+                raise ValueError(
+                    "result_archive must be an archive, None or 'auto', "
+                    f"got {self.result_archive!r}"
+                )
+            result = self.archive.result_archive() if self.archive.learning_rate < 1 else None
+            object.__setattr__(self, "result_archive", result)
+
+    @property
+    def batch_size(self) -> int:
+        """Solutions per iteration, all emitter groups together."""
+        return sum(e.batch_size for e in self.emitters)
+
+    @property
+    def best_archive(self):
+        """The archive stats and outputs come from: the result archive if there is one."""
+        return self.archive if self.result_archive is None else self.result_archive
+
+    def best_state(self, state: SchedulerState) -> ArchiveState:
+        return state.archive if state.result is None else state.result
+
+    # ------------------------------------------------------------------ pure functions
+    def init(self, key: jax.Array, x0: jax.Array) -> SchedulerState:
+        """Fresh archives and emitters; every emitter starts from ``x0`` ``(n,)``."""
+        x0 = jnp.asarray(x0)
+        if x0.shape != (self.archive.solution_dim,):
+            raise ValueError(f"x0 must have shape ({self.archive.solution_dim},), got {x0.shape}")
+        return _init(self, key, x0)
+
+    def _init(self, key: jax.Array, x0: jax.Array) -> SchedulerState:
+        keys = jax.random.split(key, len(self.emitters))
+        return SchedulerState(
+            archive=self.archive.init(),
+            result=None if self.result_archive is None else self.result_archive.init(),
+            emitters=tuple(e.init(k, x0) for e, k in zip(self.emitters, keys)),
+            iteration=jnp.zeros((), jnp.int32),
+            evaluations=jnp.zeros((), jnp.int32),
+        )
+
+    def ask(self, key: jax.Array, state: SchedulerState) -> tuple[jax.Array, SchedulerState]:
+        """``(batch_size, n)`` solutions from all emitter groups, in group order."""
+        keys = jax.random.split(key, len(self.emitters))
+        outs = [
+            e.ask(k, s, self.archive, state.archive)
+            for e, k, s in zip(self.emitters, keys, state.emitters)
+        ]
+        solutions = jnp.concatenate([x for x, _ in outs])
+        return solutions, state.replace(emitters=tuple(s for _, s in outs))
+
+    def tell(
+        self,
+        key: jax.Array,
+        state: SchedulerState,
+        solutions: jax.Array,
+        objectives: jax.Array,
+        measures: jax.Array,
+    ) -> tuple[SchedulerState, AddInfo]:
+        """Insert the evaluated batch (shapes ``(batch_size, n)``, ``(batch_size,)``,
+        ``(batch_size, m)``) and tell every emitter group its slice. Returns the archive's
+        info for the batch."""
+        if solutions.shape[0] != self.batch_size:
+            raise ValueError(
+                f"solutions must have {self.batch_size} rows (one per asked solution), "
+                f"got shape {solutions.shape}"
+            )
+        archive_state, info = self.archive.add(state.archive, solutions, objectives, measures)
+        result = state.result
+        if self.result_archive is not None:
+            result, _ = self.result_archive.add(result, solutions, objectives, measures)
+        keys = jax.random.split(key, len(self.emitters))
+        emitter_states, start = [], 0
+        for e, k, s in zip(self.emitters, keys, state.emitters):
+            part = slice(start, start + e.batch_size)
+            part_info = jax.tree_util.tree_map(lambda a, p=part: a[p], info)
+            emitter_states.append(
+                e.tell(
+                    k,
+                    s,
+                    self.archive,
+                    archive_state,
+                    solutions[part],
+                    objectives[part],
+                    measures[part],
+                    part_info,
+                )
+            )
+            start += e.batch_size
+        state = state.replace(
+            archive=archive_state,
+            result=result,
+            emitters=tuple(emitter_states),
+            iteration=state.iteration + 1,
+            evaluations=state.evaluations + self.batch_size,
+        )
+        return state, info
+
+    def stats(self, state: SchedulerState):
+        """Stats (:class:`cmamae.archives.ArchiveStats`) of the result archive."""
+        return self.best_archive.stats(self.best_state(state))
+
+    def step(self, key: jax.Array, state: SchedulerState, evaluate) -> SchedulerState:
+        """One iteration: ask, ``evaluate(solutions, key) -> (objectives, measures)``, tell."""
+        k_ask, k_eval, k_tell = jax.random.split(key, 3)
+        solutions, state = self.ask(k_ask, state)
+        objectives, measures = evaluate(solutions, k_eval)
+        state, _ = self.tell(k_tell, state, solutions, objectives, measures)
+        return state
+
+    def run(self, key: jax.Array, state: SchedulerState, evaluate, iterations: int):
+        """``iterations`` steps in one ``lax.scan``; iteration i uses ``fold_in(key, i)``.
+
+        Returns the final state and per-iteration
+        metrics: a dict of arrays ``(iterations,)`` with the result archive's stats after each
+        iteration and the evaluations so far. Jit it with ``static_argnums`` for ``evaluate``
+        and ``iterations`` (:func:`compiled_run` does, donating the state)."""
+
+        def body(state, _):
+            # The key of an iteration depends only on its index, so splitting a run into
+            # chunks (or stopping and resuming it) does not change the random stream.
+            state = self.step(jax.random.fold_in(key, state.iteration), state, evaluate)
+            metrics = _as_dict(self.stats(state))
+            metrics["evaluations"] = state.evaluations
+            return state, metrics
+
+        return jax.lax.scan(body, state, None, length=iterations)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _init(scheduler: Scheduler, key, x0) -> SchedulerState:
+    # Compiled so that the state's leaves are distinct buffers (the emitters all start from
+    # x0; eager code would alias it), which donating the state to compiled_run requires.
+    return scheduler._init(key, x0)
+
+
+def _as_dict(obj) -> dict[str, Any]:
+    """Fields of a pytree dataclass (shallow, trace-safe, unlike ``dataclasses.asdict``)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4), donate_argnums=(2,))
+def compiled_run(scheduler: Scheduler, key, state, evaluate, iterations: int):
+    """:meth:`Scheduler.run` compiled, with the state's buffers donated (updated in place)."""
+    return scheduler.run(key, state, evaluate, iterations)
+
+
+class AskTell:
+    """Host-side ask/tell for objectives written in plain Python (NumPy in, NumPy out).
+
+    >>> loop = AskTell(scheduler, x0, seed=0)
+    >>> x = loop.ask()                       # (batch_size, n) NumPy
+    >>> loop.tell(objectives, measures)      # (batch_size,), (batch_size, m)
+    >>> loop.stats()                         # result archive's stats as floats
+
+    Each call runs one jit-compiled pure function; the archives stay on the device.
+    """
+
+    def __init__(self, scheduler: Scheduler, x0, seed: int = 0):
+        self.scheduler = scheduler
+        self._key, k_init = jax.random.split(jax.random.key(seed))
+        self.state = scheduler.init(k_init, x0)
+        self._ask = jax.jit(scheduler.ask)
+        self._tell = jax.jit(scheduler.tell, donate_argnums=(1,))
+        self._asked: jax.Array | None = None
+
+    def _next_key(self) -> jax.Array:
+        self._key, key = jax.random.split(self._key)
+        return key
+
+    def ask(self) -> np.ndarray:
+        self._asked, self.state = self._ask(self._next_key(), self.state)
+        return np.asarray(self._asked)
+
+    def tell(self, objectives, measures) -> AddInfo:
+        if self._asked is None:
+            raise ValueError("tell() must follow ask(): no solutions are waiting for results")
+        b = self.scheduler.batch_size
+        m = self.scheduler.archive.measure_dim
+        objectives = np.asarray(objectives, dtype=self._asked.dtype)
+        measures = np.asarray(measures, dtype=self._asked.dtype)
+        if objectives.shape != (b,):
+            raise ValueError(f"objectives must have shape ({b},), got {objectives.shape}")
+        if measures.shape != (b, m):
+            raise ValueError(f"measures must have shape ({b}, {m}), got {measures.shape}")
+        self.state, info = self._tell(
+            self._next_key(), self.state, self._asked, objectives, measures
+        )
+        self._asked = None
+        return info
+
+    def stats(self) -> dict[str, float]:
+        stats = self.scheduler.stats(self.state)
+        return {k: float(v) for k, v in _as_dict(stats).items()}

@@ -1,0 +1,115 @@
+"""Scheduler: batch insertion into both archives, emitter slices, host ask/tell, compiled run."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cmamae import AskTell, Scheduler, compiled_run
+from cmamae.archives import GridArchive
+from cmamae.emitters import EvolutionStrategyEmitter, GaussianEmitter
+from cmamae.es import SepCMAES
+
+N = 8
+
+
+def _archive(alpha):
+    return GridArchive(
+        solution_dim=N,
+        dims=(10, 10),
+        ranges=[(-2, 2)] * 2,
+        learning_rate=alpha,
+        threshold_min=-100.0,
+        qd_score_offset=-100.0,
+    )
+
+
+def _scheduler(alpha=0.1):
+    return Scheduler(
+        _archive(alpha),
+        (
+            EvolutionStrategyEmitter(SepCMAES(popsize=6, sigma0=0.3), num_emitters=2),
+            GaussianEmitter(sigma=0.3, num_solutions=5),
+        ),
+    )
+
+
+def evaluate(x, key):
+    del key
+    return -jnp.sum(x**2, axis=1), x[:, :2]
+
+
+def test_result_archive_exists_exactly_when_alpha_below_one():
+    assert _scheduler(0.1).result_archive is not None
+    assert _scheduler(1.0).result_archive is None
+    assert _scheduler(0.1).result_archive.learning_rate == 1.0
+
+
+def test_tell_inserts_whole_batch_into_both_archives():
+    sched = _scheduler(0.1)
+    state = sched.init(jax.random.key(0), jnp.zeros(N))
+    x, state = sched.ask(jax.random.key(1), state)
+    assert x.shape == (sched.batch_size, N) == (17, N)
+    f, m = evaluate(x, None)
+    new_state, info = sched.tell(jax.random.key(2), state, x, f, m)
+    expected, expected_info = sched.archive.add(sched.archive.init(), x, f, m)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(new_state.archive), jax.tree_util.tree_leaves(expected)
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(info.status), np.asarray(expected_info.status))
+    assert int(new_state.evaluations) == 17 and int(new_state.iteration) == 1
+
+
+def test_result_archive_keeps_best_ever():
+    sched = _scheduler(0.5)
+    state = sched.init(jax.random.key(0), jnp.zeros(N))
+    m = jnp.zeros((sched.batch_size, 2))
+    x = jnp.zeros((sched.batch_size, N))
+    # First batch: best objective -1 in the single cell; then a worse but still accepted one.
+    f1 = jnp.full(sched.batch_size, -50.0).at[0].set(-1.0)
+    state, _ = sched.tell(jax.random.key(1), state, x, f1, m)
+    f2 = jnp.full(sched.batch_size, -60.0).at[3].set(-20.0)
+    state, info = sched.tell(jax.random.key(2), state, x, f2, m)
+    assert int(info.status[3]) == 1  # accepted by the annealed archive (threshold fell below)
+    assert float(sched.stats(state).obj_max) == -1.0
+
+
+def test_tell_rejects_wrong_batch():
+    sched = _scheduler()
+    state = sched.init(jax.random.key(0), jnp.zeros(N))
+    with pytest.raises(ValueError, match="solutions"):
+        sched.tell(jax.random.key(1), state, jnp.zeros((3, N)), jnp.zeros(3), jnp.zeros((3, 2)))
+    with pytest.raises(ValueError, match="x0"):
+        sched.init(jax.random.key(0), jnp.zeros(N + 1))
+
+
+def test_compiled_run_counts_evaluations_and_improves():
+    sched = _scheduler(0.1)
+    state = sched.init(jax.random.key(0), jnp.zeros(N))
+    state, metrics = compiled_run(sched, jax.random.key(1), state, evaluate, 30)
+    assert int(state.evaluations) == 30 * sched.batch_size
+    np.testing.assert_array_equal(
+        np.asarray(metrics["evaluations"]), np.arange(1, 31) * sched.batch_size
+    )
+    qd = np.asarray(metrics["qd_score"])
+    assert qd[-1] > qd[0] > 0
+    assert np.all(np.diff(qd) >= 0)  # result archive only improves
+
+
+def test_host_ask_tell_matches_compiled_semantics():
+    sched = _scheduler(0.1)
+    loop = AskTell(sched, np.zeros(N), seed=0)
+    with pytest.raises(ValueError, match="ask"):
+        loop.tell(np.zeros(sched.batch_size), np.zeros((sched.batch_size, 2)))
+    for _ in range(10):
+        x = loop.ask()
+        assert isinstance(x, np.ndarray) and x.shape == (sched.batch_size, N)
+        loop.tell(-np.sum(x**2, axis=1), x[:, :2])
+    stats = loop.stats()
+    assert stats["num_elites"] > 0 and stats["obj_max"] <= 0
+    x = loop.ask()
+    with pytest.raises(ValueError, match="objectives"):
+        loop.tell(np.zeros(3), x[:, :2])
+    with pytest.raises(ValueError, match="measures"):
+        loop.tell(np.zeros(sched.batch_size), x[:, :3])
