@@ -126,7 +126,7 @@ def test_tell_matches_pyribs():
 @pytest.mark.parametrize("noise", ["table", "normal"])
 def test_sphere_n1000_steady_progress(noise):
     """Paper settings (λ = 40, σ = 0.02, Adam 0.01, L2 0.005) on the sphere, n = 1,000, float32:
-    the mean's f falls in every window of 50 iterations over 600 iterations, to < 5 % of f(x0)."""
+    the mean's f falls in every window of 50 iterations over 800 iterations, to < 5 % of f(x0)."""
     n = 1000
     strategy = OpenAIES(popsize=40, sigma0=0.02, noise=noise)
 
@@ -139,7 +139,7 @@ def test_sphere_n1000_steady_progress(noise):
     def run(key):
         k0, k1 = jax.random.split(key)
         state = strategy.init(k0, jnp.ones((n,), jnp.float32))
-        return jax.lax.scan(step, state, jax.random.split(k1, 600))
+        return jax.lax.scan(step, state, jax.random.split(k1, 800))
 
     state, f = run(jax.random.key(0))
     f = np.asarray(f)
@@ -242,7 +242,7 @@ def _property_step(key, scale):
     x, state = SMALL.ask(jax.random.fold_in(key, 1), state)
     f = scale * jax.random.normal(jax.random.fold_in(key, 2), (6,))
     a = SMALL.tell(state, x, f)
-    b = SMALL.tell(state, x, f * jnp.abs(f) + 2.0)  # strictly increasing transform
+    b = SMALL.tell(state, x, f * jnp.abs(f))  # strictly increasing, no float32 ties
     return state, a, b
 
 

@@ -19,6 +19,11 @@ batched instances pay for the decomposition every generation; a ``lax.map`` over
 keeps the saving). Between decompositions sampling and C^{-1/2} use the stored B and D, as
 in the tutorial.
 
+CPU note: JAX's CPU ``eigh`` calls LAPACK from SciPy's OpenBLAS, whose worker threads, when
+they compete for few cores, made one 100 x 100 decomposition 5-100x slower here (0.5 ms with
+one thread, 3-90 ms with the default two on a busy 2-core machine);
+``threadpoolctl.threadpool_limits(1)`` around the run avoids that.
+
 Deviations from the tutorial, both as in pycma / pyribs and both inactive in normal runs:
 the exponent of the step-size update (Eq. 44) is clipped at +1, and eigenvalues of C are
 floored at the dtype's smallest positive normal number so that B D and C^{-1/2} stay finite.
@@ -225,9 +230,8 @@ class CMAES(EvolutionStrategy):
         y_w = w[: p.mu] @ y[: p.mu]  # Eq. 41
         mean = state.mean + p.cm * state.sigma * y_w  # Eq. 42
 
-        ps = (1 - p.cs) * state.ps + math.sqrt(p.cs * (2 - p.cs) * p.mueff) * inv_sqrt_c(
-            y_w
-        )  # Eq. 43
+        c_inv_y_w = inv_sqrt_c(y_w)  # C^{-1/2} <y>_w
+        ps = (1 - p.cs) * state.ps + math.sqrt(p.cs * (2 - p.cs) * p.mueff) * c_inv_y_w  # Eq. 43
         ps_norm = jnp.linalg.norm(ps)
         sigma = state.sigma * jnp.exp(
             jnp.minimum(1.0, (p.cs / p.damps) * (ps_norm / p.chi_n - 1))
@@ -244,9 +248,7 @@ class CMAES(EvolutionStrategy):
         delta_h = (1 - hsig) * p.cc * (2 - p.cc)
         decay = 1 + p.c1 * delta_h - p.c1 - p.cmu * float(p.weights.sum())
         C = (
-            decay * state.C
-            + p.c1 * jnp.outer(pc, pc)
-            + p.cmu * (y.T * w_circ) @ y  # Eq. 47
+            decay * state.C + p.c1 * jnp.outer(pc, pc) + p.cmu * (y.T * w_circ) @ y  # Eq. 47
         )
         C = 0.5 * (C + C.T)
 

@@ -146,10 +146,8 @@ class OpenAIES(EvolutionStrategy):
 
         eps = (solutions[:h] - solutions[h:]) / (2 * state.sigma)  # ε_j, (h, n)
         order = _common.rank_order(fitness)  # best first, NaN last
-        ranks = (
-            jnp.zeros((lam,), jnp.int32).at[order].set(jnp.arange(lam - 1, -1, -1, dtype=jnp.int32))
-        )
-        util = ranks.astype(dtype) / (lam - 1) - 0.5  # centered ranks in [-0.5, 0.5]
+        position = jnp.zeros((lam,), jnp.int32).at[order].set(jnp.arange(lam, dtype=jnp.int32))
+        util = (lam - 1 - position).astype(dtype) / (lam - 1) - 0.5  # worst -0.5 ... best +0.5
         grad = ((util[:h] - util[h:]) @ eps) / (h * state.sigma)  # ascent estimate g
 
         descent = -grad + self.l2_coeff * state.mean  # pyribs: -g + l2_coeff · θ

@@ -155,9 +155,7 @@ class SepCMAES(EvolutionStrategy):
         x = state.mean + state.sigma * (jnp.sqrt(state.C) * z)  # Eqs. 39-40, D = √diag(C)
         return x, state
 
-    def tell(
-        self, state: SepCMAESState, solutions: jax.Array, fitness: jax.Array
-    ) -> SepCMAESState:
+    def tell(self, state: SepCMAESState, solutions: jax.Array, fitness: jax.Array) -> SepCMAESState:
         n = state.mean.shape[-1]
         solutions, fitness = _common.check_tell_args(self.popsize, n, solutions, fitness)
         p = self.parameters(n)
