@@ -160,14 +160,6 @@ def _eigen(C: jax.Array) -> tuple[jax.Array, jax.Array]:
     return B, jnp.sqrt(eigenvalues)
 
 
-def fitness_range(fitness: jax.Array) -> jax.Array:
-    """Best − worst of the finite entries of ``fitness`` (NaN when none is finite)."""
-    finite = jnp.isfinite(fitness)
-    best = jnp.max(jnp.where(finite, fitness, -jnp.inf))
-    worst = jnp.min(jnp.where(finite, fitness, jnp.inf))
-    return jnp.where(jnp.any(finite), best - worst, jnp.nan)
-
-
 @dataclasses.dataclass(frozen=True)
 class CMAES(EvolutionStrategy):
     """CMA-ES (Hansen 2016) with active (negative) weights; Θ(n²) per solution.
@@ -272,7 +264,7 @@ class CMAES(EvolutionStrategy):
             ps=ps,
             generation=generation,
             eigen_generation=eigen_generation,
-            fitness_range=fitness_range(fitness).astype(dtype),
+            fitness_range=_common.fitness_range(fitness).astype(dtype),
             noise=state.noise,
         )
 

@@ -42,7 +42,7 @@ import numpy as np
 from cmamae._pytree import pytree_dataclass
 from cmamae.es import _common
 from cmamae.es.base import EvolutionStrategy
-from cmamae.es.cma_es import AREA_LIMIT, CONDITION_LIMIT, FLAT_FITNESS_LIMIT, fitness_range
+from cmamae.es.cma_es import AREA_LIMIT, CONDITION_LIMIT, FLAT_FITNESS_LIMIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +195,7 @@ class SepCMAES(EvolutionStrategy):
             pc=pc,
             ps=ps,
             generation=generation,
-            fitness_range=fitness_range(fitness).astype(dtype),
+            fitness_range=_common.fitness_range(fitness).astype(dtype),
             noise=state.noise,
         )
 
