@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmamae import es
+from cmamae.emitters.evolution_strategy import batched
 
 PSI, LAM, SIGMA0 = 5, 40, 0.02
 OURS = {"cma-es": {}, "sep-cma-es": {}, "lm-ma-es": {"k": LAM}, "openai-es": {}}
@@ -35,8 +36,18 @@ def median_ms(step, reps: int) -> float:
     return 1e3 * float(np.median(times))
 
 
-def batched(fn, mode):
-    return jax.vmap(fn) if mode == "vmap" else (lambda *a: jax.lax.map(lambda x: fn(*x), a))
+def time_instances(one, init, mode: str, reps: int) -> float:
+    """Median ms of ``one(key, state) -> state`` over ψ instances made by ``init(key)``."""
+    step = jax.jit(batched(one, mode), donate_argnums=(1,))
+    holder = {"state": jax.vmap(init)(jax.random.split(jax.random.key(0), PSI))}
+    counter = iter(range(10**9))
+
+    def run():
+        keys = jax.random.split(jax.random.key(next(counter)), PSI)
+        holder["state"] = step(keys, holder["state"])
+        jax.block_until_ready(holder["state"])
+
+    return median_ms(run, reps)
 
 
 def time_ours(name: str, n: int, noise: str, mode: str, reps: int) -> float:
@@ -47,17 +58,7 @@ def time_ours(name: str, n: int, noise: str, mode: str, reps: int) -> float:
         x, state = strategy.ask(k_ask, state)
         return strategy.tell(state, x, -jnp.sum(x * x, axis=1))
 
-    step = jax.jit(batched(one, mode), donate_argnums=(1,))
-    keys = jax.random.split(jax.random.key(0), PSI)
-    holder = {"state": jax.vmap(strategy.init, in_axes=(0, None))(keys, jnp.zeros(n))}
-    counter = iter(range(10**9))
-
-    def run():
-        k = jax.random.split(jax.random.key(next(counter)), PSI)
-        holder["state"] = step(k, holder["state"])
-        jax.block_until_ready(holder["state"])
-
-    return median_ms(run, reps)
+    return time_instances(one, lambda k: strategy.init(k, jnp.zeros(n)), mode, reps)
 
 
 def time_pyribs(name: str, n: int, reps: int) -> float:
@@ -103,18 +104,7 @@ def time_evosax(name: str, n: int, mode: str, reps: int) -> float:
         state, _ = strategy.tell(k_tell, x, jnp.sum(x * x, axis=1), state, params)  # minimizes
         return state
 
-    step = jax.jit(batched(one, mode), donate_argnums=(1,))
-    keys = jax.random.split(jax.random.key(0), PSI)
-    init = lambda k: strategy.init(k, jnp.zeros(n), params)
-    holder = {"state": jax.vmap(init)(keys)}
-    counter = iter(range(10**9))
-
-    def run():
-        k = jax.random.split(jax.random.key(next(counter)), PSI)
-        holder["state"] = step(k, holder["state"])
-        jax.block_until_ready(holder["state"])
-
-    return median_ms(run, reps)
+    return time_instances(one, lambda k: strategy.init(k, jnp.zeros(n), params), mode, reps)
 
 
 def main():
