@@ -1,0 +1,205 @@
+"""The ``cmamae`` command: ``run``, ``report``, ``plot``, ``replay``. Thin: it parses arguments
+and calls :mod:`cmamae.experiment` and :mod:`cmamae.viz`.
+
+Bad input (unknown names, bad budgets, a folder that is not a run, an existing run folder without
+``--force``) prints one line and exits with status 2; an interrupted run exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(ValueError):
+    """Bad command-line input, reported as one line with exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cmamae",
+        description="Quality-diversity optimization with CMA-MAE and friends, compiled in JAX.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser(
+        "run",
+        help="run an experiment (no arguments: a small real one, about a minute on 2 cores)",
+        description="Run ALGO on TASK for EVALS evaluations per seed and write a run folder "
+        "(config.json, metrics.csv, archive/, checkpoints/, plots/).",
+    )
+    r.add_argument("--task", help="task name (default: arm)")
+    r.add_argument("--algo", help="algorithm name (default: sep-cma-mae)")
+    r.add_argument("--evals", type=int, help="evaluations per seed")
+    r.add_argument("--seeds", type=int, help="independent seeds, run together (default 2)")
+    r.add_argument("--seed", type=int, help="base random seed (default 0)")
+    r.add_argument("--preset", help="a named budget: paper (the papers' budgets), smoke")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an algorithm setting (sigma0=0.05) or a task setting (task.solution_dim=20);"
+        " values are Python literals",
+    )
+    r.add_argument("--config", help="a TOML or YAML file of run settings (flags override it)")
+    r.add_argument("--name", help="run folder name under --out (default: TASK-ALGO)")
+    r.add_argument("--out", default="runs", help="folder that holds run folders (default: runs)")
+    r.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    r.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints")
+    r.add_argument("--log-every", type=int, help="iterations between metrics rows")
+    r.add_argument("--chunk", type=int, help="iterations per compiled call")
+    r.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+    r.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars")
+    r.add_argument("--no-plots", action="store_true", help="skip the plots at the end")
+
+    rep = sub.add_parser("report", help="the paper-style table and QD-score curves of runs")
+    rep.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (or folders of runs)")
+    rep.add_argument("--out", default="report", help="output folder (default: report)")
+
+    pl = sub.add_parser("plot", help="archive heatmap and objective histogram of a run")
+    pl.add_argument("run", metavar="RUN_DIR")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--out", help="output folder (default: RUN_DIR/plots)")
+
+    rp = sub.add_parser("replay", help="re-evaluate one elite of a run and draw it")
+    rp.add_argument("run", metavar="RUN_DIR")
+    rp.add_argument("--elite", default="best", help="'best' or a cell index (default: best)")
+    rp.add_argument("--measures", help="pick the elite of the cell holding these measures: m1,m2")
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--out", help="output folder (default: RUN_DIR/replay)")
+    return p
+
+
+def _run_config(args):
+    from cmamae.experiment import config as cfg
+
+    base = cfg.RunConfig.from_dict(cfg.read_file(args.config)) if args.config else cfg.RunConfig()
+    explicit = {
+        "task": args.task,
+        "algo": args.algo,
+        "evals": args.evals,
+        "seeds": args.seeds,
+        "seed": args.seed,
+        "preset": args.preset,
+        "name": args.name,
+        "checkpoint_every": args.checkpoint_every,
+        "log_every": args.log_every,
+        "chunk": args.chunk,
+    }
+    import dataclasses
+
+    config = dataclasses.replace(base, **{k: v for k, v in explicit.items() if v is not None})
+    return config.with_assignments(cfg.parse_assignments(args.set))
+
+
+def _cmd_run(args) -> int:
+    from cmamae import experiment
+
+    common = dict(quiet=args.quiet, tensorboard=args.tensorboard, plots=not args.no_plots)
+    if args.resume:
+        given = [
+            f"--{k}"
+            for k in ("task", "algo", "evals", "seeds", "preset", "config")
+            if getattr(args, k) is not None
+        ] + (["--set"] if args.set else [])
+        if given:
+            raise UsageError(f"--resume takes its settings from the run folder; drop {given}")
+        outcome = experiment.resume(args.resume, **common)
+    else:
+        outcome = experiment.start(_run_config(args), args.out, force=args.force, **common)
+    print(f"{outcome.status}: {outcome.iterations_done:,} iterations in {outcome.run_dir}")
+    return EXIT_INTERRUPTED if outcome.status == "interrupted" else 0
+
+
+def _expand_runs(paths: list[str]) -> list[Path]:
+    from cmamae import rundir
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if rundir.is_run(p):
+            out.append(p)
+        elif p.is_dir() and any(rundir.is_run(c) for c in p.iterdir()):
+            out.extend(sorted(c for c in p.iterdir() if rundir.is_run(c)))
+        else:
+            raise UsageError(f"{str(p)!r} is neither a run folder (no config.json) nor holds runs")
+    return out
+
+
+def _cmd_report(args) -> int:
+    from cmamae.viz import report
+
+    written = report.report(_expand_runs(args.runs), args.out)
+    print((Path(args.out) / "report.md").read_text())
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from cmamae import rundir
+    from cmamae.viz import archive_plot
+
+    rundir.read_config(args.run)
+    out = args.out or Path(args.run) / rundir.PLOT_DIR
+    for path in archive_plot.plot_archive(args.run, out, seed=args.seed).values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_replay(args) -> int:
+    from cmamae import rundir
+    from cmamae.experiment.config import parse_value
+    from cmamae.viz import replay
+
+    rundir.read_config(args.run)
+    if args.measures is not None:
+        try:
+            elite = [float(v) for v in args.measures.split(",")]
+        except ValueError:
+            msg = f"--measures expects numbers m1,m2,..., got {args.measures!r}"
+            raise UsageError(msg) from None
+    elif args.elite == "best":
+        elite = "best"
+    else:
+        elite = parse_value(args.elite)
+        if isinstance(elite, bool) or not isinstance(elite, int):
+            raise UsageError(f"--elite expects 'best' or a cell index, got {args.elite!r}")
+    out = args.out or Path(args.run) / "replay"
+    try:
+        result = replay.replay(args.run, out, elite=elite, seed=args.seed)
+    except ValueError as err:  # an empty cell, a cell index or measures out of range
+        raise UsageError(str(err)) from None
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+_COMMANDS = {"run": _cmd_run, "report": _cmd_report, "plot": _cmd_plot, "replay": _cmd_replay}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cmamae`` command; returns the exit status."""
+    from cmamae.experiment.checkpoint import CheckpointError
+    from cmamae.experiment.config import ConfigError
+    from cmamae.rundir import NotARunError
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return _COMMANDS[args.command](args)
+    except (UsageError, ConfigError, NotARunError, CheckpointError) as err:
+        print(f"cmamae {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

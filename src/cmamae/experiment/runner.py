@@ -1,0 +1,257 @@
+"""The experiment runner: a run folder, the compiled loop in chunks, metrics, checkpoints, resume.
+
+``start(config, out_root)`` makes ``out_root/<name>/``, writes ``config.json`` and runs;
+``resume(run_dir)`` continues a run from its newest valid checkpoint. Either way all seeds advance
+together in one compiled ``jit(vmap(lax.scan))`` call per chunk (:mod:`cmamae.loop`); between
+chunks the host appends metrics rows, draws progress and, every ``checkpoint_every`` iterations,
+writes a checkpoint. Iteration ``i`` of a seed always uses the same key (``fold_in``), so a run
+that was killed and resumed ends bitwise equal, on the same machine, to one that never stopped.
+
+Ctrl-C (SIGINT) or SIGTERM: the current chunk finishes, a checkpoint and the archives are
+written and the run stops with status "interrupted"; a second signal aborts at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import shutil
+import signal
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from cmamae import rundir
+from cmamae.experiment import checkpoint
+from cmamae.experiment.config import ConfigError, ResolvedRun, RunConfig
+from cmamae.experiment.progress import BarProgress, LogProgress
+from cmamae.loop import _init_seeds, _run_chunk
+
+_STAT_COLUMNS = [c for c in rundir.METRIC_COLUMNS if c not in ("seed", "iteration", "evals_per_s")]
+
+
+class RunExistsError(ConfigError):
+    """The run folder exists and neither ``force`` nor ``resume`` was given."""
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    """What a finished (or interrupted) run left behind."""
+
+    run_dir: Path
+    status: str  # "finished" or "interrupted"
+    iterations_done: int
+    resumed_from: int | None
+
+
+def start(
+    config: RunConfig,
+    out_root: str | Path = "runs",
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    tensorboard: bool = False,
+    plots: bool = True,
+) -> RunOutcome:
+    """Validate ``config``, create its run folder under ``out_root`` and run it.
+
+    Raises ConfigError (before touching the disk) for a bad config, RunExistsError when the
+    folder exists and ``force`` is False (with ``force`` it is emptied first)."""
+    resolved = config.build()
+    run_dir = Path(out_root) / resolved.name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise RunExistsError(
+                f"run folder {str(run_dir)!r} exists; pass --force to overwrite it, --resume "
+                "to continue it, or --name to pick another"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(resolved.to_json(), indent=2)
+    checkpoint.atomic_write(run_dir / rundir.CONFIG, lambda f: f.write(text.encode()))
+    return _execute(resolved, run_dir, quiet=quiet, tensorboard=tensorboard, plots=plots)
+
+
+def resume(
+    run_dir: str | Path, *, quiet: bool = False, tensorboard: bool = False, plots: bool = True
+) -> RunOutcome:
+    """Continue the run in ``run_dir`` from its newest valid checkpoint (from the start if
+    none is valid). Raises NotARunError if ``run_dir`` is not a run folder."""
+    run_dir = Path(run_dir)
+    resolved = ResolvedRun.from_json(rundir.read_config(run_dir))
+    return _execute(resolved, run_dir, quiet=quiet, tensorboard=tensorboard, plots=plots)
+
+
+def _stop_on_signals():
+    """A context whose ``flag`` is set by the first SIGINT/SIGTERM (the second aborts)."""
+    stop = threading.Event()
+
+    @contextlib.contextmanager
+    def ctx():
+        if threading.current_thread() is not threading.main_thread():
+            yield stop
+            return
+
+        def handler(signum, frame):
+            if stop.is_set():
+                raise KeyboardInterrupt
+            stop.set()
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield stop
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    return ctx()
+
+
+def _tensorboard_writer(run_dir: Path):
+    for module in ("tensorboardX", "torch.utils.tensorboard"):
+        try:
+            mod = __import__(module, fromlist=["SummaryWriter"])
+        except ImportError:
+            continue
+        return mod.SummaryWriter(str(run_dir / "tensorboard"))
+    raise ConfigError("--tensorboard needs tensorboardX (pip install tensorboardX) or torch")
+
+
+def _metric_rows(metrics: dict, first_iteration: int, resolved: ResolvedRun, rate: float):
+    """Rows of metrics.csv for the logged iterations of one chunk (``metrics``: name ->
+    ``(seeds, length)``; iteration numbers count iterations done, from ``first_iteration``)."""
+    length = metrics["evaluations"].shape[1]
+    rows = []
+    for j in range(length):
+        it = first_iteration + j
+        if it % resolved.log_every and it != resolved.iterations:
+            continue
+        for s in range(resolved.seeds):
+            row = {"seed": s, "iteration": it}
+            row.update({c: metrics[c][s, j].item() for c in _STAT_COLUMNS})
+            row["evals_per_s"] = rate
+            rows.append(row)
+    return rows
+
+
+def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    buf.write(",".join(rundir.METRIC_COLUMNS) + "\n")
+    for r in rows:
+        buf.write(",".join(repr(r[c]) for c in rundir.METRIC_COLUMNS) + "\n")
+    data = buf.getvalue().encode()
+    checkpoint.atomic_write(run_dir / rundir.METRICS, lambda f: f.write(data))
+
+
+def _read_metric_rows(run_dir: Path, up_to: int) -> list[dict]:
+    frame = rundir.read_metrics(run_dir)
+    frame = frame[frame["iteration"] <= up_to]
+    return [
+        {
+            c: (
+                int(v)
+                if c in ("seed", "iteration", "evaluations", "num_elites", "num_invalid")
+                else float(v)
+            )
+            for c, v in row.items()
+        }
+        for row in frame.to_dict("records")
+    ]
+
+
+def _save_archives(run_dir: Path, resolved: ResolvedRun, states) -> None:
+    scheduler = resolved.algorithm.scheduler
+    best = scheduler.best_state(states)
+    (run_dir / rundir.ARCHIVE_DIR).mkdir(exist_ok=True)
+    for s in range(resolved.seeds):
+        one = jax.tree_util.tree_map(lambda a, s=s: a[s], best)
+        path = rundir.archive_path(run_dir, s)
+        checkpoint.atomic_write(path, lambda f, one=one: scheduler.best_archive.save_npz(one, f))
+
+
+def _seed_mean(metrics: dict) -> dict[str, float]:
+    return {k: float(np.mean(v[:, -1])) for k, v in metrics.items()}
+
+
+def _execute(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, plots) -> RunOutcome:
+    task, scheduler = resolved.task, resolved.algorithm.scheduler
+    batch = scheduler.batch_size
+    k_init, k_run = jax.random.split(jax.random.key(resolved.config.seed))
+    init_keys = jax.random.split(k_init, resolved.seeds)
+    run_keys = jax.random.split(k_run, resolved.seeds)
+    ckpt_dir = run_dir / rundir.CHECKPOINT_DIR
+    writer = _tensorboard_writer(run_dir) if tensorboard else None
+
+    template = jax.eval_shape(lambda k: _init_seeds(scheduler, task.initial_solution, k), init_keys)
+    found = checkpoint.load_latest(ckpt_dir, template)  # warns about each file it skips
+    if found is None:
+        if checkpoint.list_checkpoints(ckpt_dir):
+            warnings.warn("no valid checkpoint; starting the run over", stacklevel=2)
+        done, states, rows = 0, _init_seeds(scheduler, task.initial_solution, init_keys), []
+        resumed_from = None
+    else:
+        done, states = found
+        rows = _read_metric_rows(run_dir, done)
+        resumed_from = done
+
+    progress_cls = LogProgress if quiet else BarProgress
+    compiled: dict[int, object] = {}
+    status = "finished"
+    with progress_cls(resolved.evals) as progress, _stop_on_signals() as stop:
+        if resumed_from is not None:
+            progress.message(f"resuming {run_dir} from iteration {done:,}")
+        while done < resolved.iterations:
+            next_ckpt = (done // resolved.checkpoint_every + 1) * resolved.checkpoint_every
+            length = min(resolved.chunk, next_ckpt - done, resolved.iterations - done)
+            if length not in compiled:
+                t0 = time.perf_counter()
+                compiled[length] = _run_chunk.lower(
+                    scheduler, run_keys, states, task.evaluate, length
+                ).compile()
+                progress.message(
+                    f"compiled a {length}-iteration chunk in {time.perf_counter() - t0:.1f} s"
+                )
+            t0 = time.perf_counter()
+            states, metrics = compiled[length](run_keys, states)
+            metrics = jax.tree_util.tree_map(np.asarray, metrics)
+            rate = resolved.seeds * batch * length / max(time.perf_counter() - t0, 1e-9)
+            new_rows = _metric_rows(metrics, done + 1, resolved, rate)
+            rows.extend(new_rows)
+            done += length
+            latest = _seed_mean(metrics)
+            progress.update(done * batch, latest, rate)
+            if writer is not None:
+                for key in ("qd_score", "norm_qd_score", "coverage", "obj_max", "obj_mean"):
+                    writer.add_scalar(key, latest[key], done * batch)
+            _write_metrics(run_dir, rows)
+            at_end = done == resolved.iterations
+            if at_end or done % resolved.checkpoint_every == 0 or stop.is_set():
+                checkpoint.save(ckpt_dir, done, states)
+            if stop.is_set() and not at_end:
+                status = "interrupted"
+                progress.message(
+                    f"interrupted: checkpoint at iteration {done:,} in {ckpt_dir}; "
+                    f"continue with: cmamae run --resume {run_dir}"
+                )
+                break
+    if writer is not None:
+        writer.close()
+    if done > 0:
+        _save_archives(run_dir, resolved, states)
+    if plots and status == "finished":
+        _write_plots(run_dir)
+    return RunOutcome(run_dir, status, done, resumed_from)
+
+
+def _write_plots(run_dir: Path) -> None:
+    from cmamae.viz import archive_plot, report
+
+    out = run_dir / rundir.PLOT_DIR
+    archive_plot.plot_archive(run_dir, out, seed=0)
+    report.plot_curves([run_dir], out / "qd_curves.png")
