@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="re-evaluate one elite of a run and draw it")
     rp.add_argument("run", metavar="RUN_DIR")
     rp.add_argument("--elite", default="best", help="'best' or a cell index (default: best)")
-    rp.add_argument("--measures", help="pick the elite of the cell holding these measures: m1,m2")
+    rp.add_argument("--measures", help="the elite of the cell of these measures: --measures=m1,m2")
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--out", help="output folder (default: RUN_DIR/replay)")
     return p

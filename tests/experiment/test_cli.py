@@ -105,21 +105,17 @@ def test_report_plot_replay_on_real_runs(tmp_path, capsys):
     assert len(runs) == 2
     out = tmp_path / "report"
     assert main(["report", str(tmp_path), "--out", str(out)]) == 0
-    table = pd.read_csv(out / "report.csv")
+    table = pd.read_csv(out / "report.csv", index_col="algorithm")
     for run in runs:
         config = rundir.read_config(run)
         final = rundir.final_metrics(run)
-        row = table[(table["algorithm"] == config["algo"]) & (table["task"] == config["task"])]
-        assert len(row) == 1
-        for metric, col in (
-            ("qd_score", "qd_score"),
-            ("coverage", "coverage"),
-            ("best", "obj_max"),
-        ):
-            values = final[col].to_numpy()
-            assert row[f"{metric}_mean"].item() == pytest.approx(values.mean(), rel=1e-9)
+        row = table.loc[config["algo"]]
+        for metric in ("qd_score", "coverage", "obj_max"):
+            values = final[metric].to_numpy()
+            assert row[f"sphere/{metric}/mean"] == pytest.approx(values.mean(), rel=1e-9)
             se = values.std(ddof=1) / np.sqrt(len(values))
-            assert row[f"{metric}_se"].item() == pytest.approx(se, rel=1e-9, abs=1e-12)
+            assert row[f"sphere/{metric}/se"] == pytest.approx(se, rel=1e-9, abs=1e-12)
+            assert row[f"sphere/{metric}/n"] == len(values) == 2
     assert "sep-cma-mae" in capsys.readouterr().out
     assert (out / "qd_curves.png").stat().st_size > 0
 
@@ -130,7 +126,14 @@ def test_report_plot_replay_on_real_runs(tmp_path, capsys):
     assert main(["replay", str(runs[0]), "--elite", "best"]) == 0
     files = list((runs[0] / "replay").iterdir())
     assert files and all(p.stat().st_size > 0 for p in files)
-    assert main(["replay", str(runs[0]), "--measures", "0.0,0.0"]) in (0, 2)
+    archive, state = rundir.load_archive(runs[0], seed=1)
+    cell = int(np.flatnonzero(np.asarray(state.occupied))[0])
+    m = ",".join(repr(float(v)) for v in np.asarray(state.measures)[cell])
+    assert main(["replay", str(runs[0]), "--seed", "1", f"--measures={m}"]) == 0
+    record = json.loads(next((runs[0] / "replay").glob(f"*seed1_cell{cell}.json")).read_text())
+    assert record["cell"] == cell and record["matches_stored"]
+    stored = float(np.asarray(state.objectives)[cell])
+    assert record["reevaluated"]["objective"] == pytest.approx(stored, rel=1e-6)
 
 
 @pytest.mark.parametrize(
