@@ -3,8 +3,17 @@
 Ours (both noise generators, ``vmap`` and ``lax.map`` over the instances) beside pyribs'
 optimizers alone (``ribs.emitters.opt``, five instances in a Python loop) and evosax (five
 states under ``vmap`` and under ``lax.map``), all in this one process on this machine. Fitness is
-the sphere −‖x‖² in every library (one cheap pass). Prints a Markdown table with the median
-milliseconds per iteration and our best mode's speed-up over pyribs and over evosax's faster mode.
+the sphere −‖x‖² in every library (one cheap pass). Prints the random-number settings, then a
+Markdown table with the median milliseconds per iteration and our best mode's speed-up over
+pyribs and over evosax's faster mode.
+
+Steady state: for LM-MA-ES every library runs ``WARMUP`` = λ + 2 ≥ k generations before it is
+timed, because pyribs' LM-MA-ES loops over min(generation, k) direction vectors (its cost grows
+over the first k generations; compiled JAX code, ours and evosax's, costs the same in every
+generation). Above n = 50,000, pyribs' LM-MA-ES runs 2 real generations and then has its
+generation counter set to k, which makes it do the steady-state arithmetic (k vectors) without
+many minutes of warm-up. The other strategies' cost does not depend on the generation; they
+(and LM-MA-ES above n = 50,000) warm up 3 generations.
 
     python benchmarks/es_speed.py                       # n = 1,000, 20,000, 200,000
     python benchmarks/es_speed.py --dims 20000 --reps 5
@@ -21,13 +30,17 @@ import numpy as np
 
 from cmamae import es
 from cmamae.emitters.evolution_strategy import batched
+from cmamae.es import _common as es_common
 
 PSI, LAM, SIGMA0 = 5, 40, 0.02
+WARMUP = LAM + 2  # ≥ k = λ generations: LM-MA-ES's active vectors all in use
+LARGE_N = 50_000
 OURS = {"cma-es": {}, "sep-cma-es": {}, "lm-ma-es": {"k": LAM}, "openai-es": {}}
 
 
-def median_ms(step, reps: int) -> float:
-    step()  # compile / warm up
+def median_ms(step, reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):  # compile, then reach the steady state
+        step()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
@@ -36,7 +49,11 @@ def median_ms(step, reps: int) -> float:
     return 1e3 * float(np.median(times))
 
 
-def time_instances(one, init, mode: str, reps: int) -> float:
+def warmup_gens(name: str, n: int) -> int:
+    return WARMUP if name == "lm-ma-es" and n <= LARGE_N else 3
+
+
+def time_instances(one, init, mode: str, reps: int, warmup: int) -> float:
     """Median ms of ``one(key, state) -> state`` over ψ instances made by ``init(key)``."""
     step = jax.jit(batched(one, mode), donate_argnums=(1,))
     holder = {"state": jax.vmap(init)(jax.random.split(jax.random.key(0), PSI))}
@@ -47,7 +64,7 @@ def time_instances(one, init, mode: str, reps: int) -> float:
         holder["state"] = step(keys, holder["state"])
         jax.block_until_ready(holder["state"])
 
-    return median_ms(run, reps)
+    return median_ms(run, reps, warmup)
 
 
 def time_ours(name: str, n: int, noise: str, mode: str, reps: int) -> float:
@@ -58,7 +75,8 @@ def time_ours(name: str, n: int, noise: str, mode: str, reps: int) -> float:
         x, state = strategy.ask(k_ask, state)
         return strategy.tell(state, x, -jnp.sum(x * x, axis=1))
 
-    return time_instances(one, lambda k: strategy.init(k, jnp.zeros(n)), mode, reps)
+    init = lambda k: strategy.init(k, jnp.zeros(n))  # noqa: E731
+    return time_instances(one, init, mode, reps, warmup_gens(name, n))
 
 
 def time_pyribs(name: str, n: int, reps: int) -> float:
@@ -83,7 +101,14 @@ def time_pyribs(name: str, n: int, reps: int) -> float:
             order = np.argsort(-f)
             o.tell(order, f, LAM // 2)
 
-    return median_ms(run, reps)
+    if n <= LARGE_N:
+        return median_ms(run, reps, warmup_gens(name, n))
+    for _ in range(2):
+        run()
+    if name == "lm-ma-es":
+        for o in opts:  # steady-state cost without k real generations (module docstring)
+            o.current_gens = max(o.current_gens, LAM)
+    return median_ms(run, reps, 0)
 
 
 def time_evosax(name: str, n: int, mode: str, reps: int) -> float:
@@ -104,7 +129,20 @@ def time_evosax(name: str, n: int, mode: str, reps: int) -> float:
         state, _ = strategy.tell(k_tell, x, jnp.sum(x * x, axis=1), state, params)  # minimizes
         return state
 
-    return time_instances(one, lambda k: strategy.init(k, jnp.zeros(n), params), mode, reps)
+    init = lambda k: strategy.init(k, jnp.zeros(n), params)  # noqa: E731
+    return time_instances(one, init, mode, reps, warmup_gens(name, n))
+
+
+def random_settings(dims) -> str:
+    """The PRNG and noise settings this run uses (they decide the random streams)."""
+    sizes = ", ".join(f"n={n:,}: {es_common.noise_table_size(n):,}" for n in dims)
+    return (
+        f"PRNG: jax default impl {jax.config.jax_default_prng_impl!r}, "
+        f"jax_threefry_partitionable={jax.config.jax_threefry_partitionable} (ours, evosax)\n"
+        f"ours 'table': noise table of N(0,1) floats per instance ({sizes} entries), contiguous "
+        "slices at random offsets times random signs (cmamae.es._common.standard_normal)\n"
+        "ours 'normal': jax.random.normal; pyribs: NumPy default_rng (PCG64), float32\n"
+    )
 
 
 def main():
@@ -118,8 +156,10 @@ def main():
     args = parser.parse_args()
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}; ψ={PSI}, λ={LAM}; "
-        f"median of {args.reps} iterations, ms per ask+tell of all ψ instances\n"
+        f"median of {args.reps} iterations after warm-up ({WARMUP} generations for LM-MA-ES "
+        f"up to n = {LARGE_N:,}, else 3), ms per ask+tell of all ψ instances"
     )
+    print(random_settings(args.dims))
     cols = [
         "ours table/vmap",
         "ours table/map",
@@ -141,7 +181,9 @@ def main():
             for noise in ("table", "normal"):
                 for mode in ("vmap", "map"):
                     row[f"ours {noise}/{mode}"] = time_ours(name, n, noise, mode, args.reps)
-            row["pyribs"] = time_pyribs(name, n, max(2, args.reps // 2) if n > 50000 else args.reps)
+            row["pyribs"] = time_pyribs(
+                name, n, max(2, args.reps // 2) if n > LARGE_N else args.reps
+            )
             for mode in ("vmap", "map"):
                 row[f"evosax {mode}"] = (
                     float("nan") if args.skip_evosax else time_evosax(name, n, mode, args.reps)

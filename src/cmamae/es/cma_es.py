@@ -222,17 +222,18 @@ class CMAES(EvolutionStrategy):
         y_w = w[: p.mu] @ y[: p.mu]  # Eq. 41
         mean = state.mean + p.cm * state.sigma * y_w  # Eq. 42
 
-        c_inv_y_w = inv_sqrt_c(y_w)  # C^{-1/2} <y>_w
-        ps = (1 - p.cs) * state.ps + math.sqrt(p.cs * (2 - p.cs) * p.mueff) * c_inv_y_w  # Eq. 43
-        ps_norm = jnp.linalg.norm(ps)
-        sigma = state.sigma * jnp.exp(
-            jnp.minimum(1.0, (p.cs / p.damps) * (ps_norm / p.chi_n - 1))
-        )  # Eq. 44 (exponent clipped at 1, as pycma)
-
         generation = state.generation + 1
-        # h_σ (below Eq. 45): ‖p_σ‖ / √(1 − (1 − c_σ)^{2(g+1)}) < (1.4 + 2/(n+1)) E‖N(0, I)‖
-        ps_bias = jnp.sqrt(1 - (1 - p.cs) ** (2 * generation.astype(dtype)))
-        hsig = (ps_norm / ps_bias < (1.4 + 2 / (n + 1)) * p.chi_n).astype(dtype)
+        ps, sigma, hsig = _common.csa_update(  # Eqs. 43-44 and h_σ
+            state.ps,
+            state.sigma,
+            inv_sqrt_c(y_w),
+            generation,
+            dtype,
+            cs=p.cs,
+            damps=p.damps,
+            mueff=p.mueff,
+            chi_n=p.chi_n,
+        )
         pc = (1 - p.cc) * state.pc + hsig * math.sqrt(p.cc * (2 - p.cc) * p.mueff) * y_w  # Eq. 45
 
         z_norm2 = jnp.sum(inv_sqrt_c(y) ** 2, axis=1)

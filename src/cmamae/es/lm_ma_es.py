@@ -17,16 +17,25 @@ ranked and the μ = ⌊λ/2⌋ best are recombined with the paper's weights
 w_i ∝ ln(μ + 1/2) - ln i, sorted by rank (evosax 0.3.2 pairs these weights with unsorted samples,
 REFERENCE.md; we do not).
 
-``tell`` does not need the z of ``ask``: the state holds no λ × n sample matrix. It recomputes
-d = (x - y) / σ for the μ parents and inverts the transform factor by factor (each F_j⁻¹ by
-Sherman-Morrison, O(n)): F_j⁻¹ d = (d - c_d,j m_j (m_jᵀ d) / (1 - c_d,j + c_d,j ‖m_j‖²)) /
-(1 - c_d,j). This is exact in exact arithmetic; in floating point, d carries the rounding error of
-x - y, relative size eps·‖y‖/(σ‖d‖) (as in pycma, which also recomputes from the solutions).
+Sampling runs in coefficient space (:meth:`LMMAES.transform`): the k sequential rank-one steps
+keep d in span{z, m_1..m_k}, so with P = Z Mᵀ and G = M Mᵀ they become an O(λ k²) recursion on
+coefficients, and D = α Z + B M. Three matrix products (Z Mᵀ, M Mᵀ, B M) replace the k passes
+over the λ × n batch that the direct form makes; the result is the same up to rounding.
 
-Cost: Θ(k n) time per sample (ask and tell), Θ(k n) memory for the state (plus the noise table
-of :mod:`cmamae.es._common`). Defaults: k = 4 + ⌊3 ln n⌋ as in the paper (the CMA-MAE scaling
-paper uses k = λ = 40). The learning rates need λ < n (c_σ = 2λ/n < 2); ``init`` raises
-otherwise, as pyribs does for λ > n.
+``tell`` does not need the z of ``ask``: the state holds no λ × n sample matrix. It needs only
+Σ w_i z_{i:λ}, and as the transform is linear that is F⁻¹ Σ w_i d_{i:λ}: one pass over the μ best
+solutions gives Σ w_i d_{i:λ} = Σ w_i (x_{i:λ} - y) / σ, and that single vector is inverted factor
+by factor (each F_j⁻¹ by Sherman-Morrison, O(n)): F_j⁻¹ d = (d - c_d,j m_j (m_jᵀ d) /
+(1 - c_d,j + c_d,j ‖m_j‖²)) / (1 - c_d,j). This is exact in exact arithmetic; in floating point,
+d carries the rounding error of x - y, relative size eps·‖y‖/(σ‖d‖) (as in pycma, which also
+recomputes from the solutions).
+
+Cost: Θ(k n) time per sample (ask; tell is Θ(μ n + k n) per generation), Θ(k n) memory for the
+state (plus the noise table of :mod:`cmamae.es._common`); ``ask`` and ``tell`` also hold Θ(λ n)
+temporaries (the batch itself) and Θ(λ k + k²) coefficients, which is Θ(k n) for the paper's
+k ≈ λ. Defaults: k = 4 + ⌊3 ln n⌋ as in the paper (the CMA-MAE scaling paper uses k = λ = 40).
+The learning rates need λ < n (c_σ = 2λ/n < 2); ``init`` raises otherwise, as pyribs does for
+λ > n.
 
 Stopping test (``converged``), as pyribs' LMMAEvolutionStrategy.check_stop: σ < 1e-12, or the
 last batch's fitness is flat (best - worst < 1e-12 over its finite values); we also stop when σ
@@ -140,30 +149,43 @@ class LMMAES(EvolutionStrategy):
 
     # ------------------------------------------------------------------ transforms
     def transform(self, state: LMMAESState, z: jax.Array) -> jax.Array:
-        """d = F_k ⋯ F_1 z for rows z ``(m, n)`` → ``(m, n)`` (Alg. 1 lines 6-8); O(k n) a row."""
+        """d = F_k ⋯ F_1 z for rows z ``(m, n)`` → ``(m, n)`` (Alg. 1 lines 6-8); O(k n) a row.
+
+        The k sequential rank-one steps of line 8 keep d in span{z, m_1..m_k}, so they run on
+        coefficients: with d = α z + Σ_l β_l m_l, p = M z and G = M Mᵀ, step j is
+        s = m_jᵀ d = α p_j + Σ_l β_l G_lj, then α ← a_j α, β ← a_j β + b_j s e_j. Two matrix
+        products with M (P = Z Mᵀ, then D = α Z + B M) and one for G replace k passes over the
+        (m, n) batch; the recursion itself is O(m k²).
+        """
         a, b = self._factors(state)
+        M = state.vectors
+        P = z @ M.T  # p_l = m_lᵀ z, (m, k)
+        G = M @ M.T  # (k, k)
+        k = M.shape[0]
 
-        def step(d, abm):
-            a_j, b_j, m_j = abm
-            # Alg. 1 line 8: d ← (1 - c_d,j) d + c_d,j m_j (m_jᵀ d)
-            return a_j * d + b_j * (d @ m_j)[:, None] * m_j[None, :], None
+        def step(carry, j):
+            alpha, B = carry
+            s = alpha * P[:, j] + B @ G[:, j]  # m_jᵀ d
+            # Alg. 1 line 8: d ← (1 - c_d,j) d + c_d,j m_j (m_jᵀ d), on the coefficients
+            B = a[j] * B + (b[j] * s)[:, None] * (jnp.arange(k) == j)
+            return (a[j] * alpha, B), None
 
-        d, _ = jax.lax.scan(step, z, (a, b, state.vectors))
-        return d
+        init = (jnp.ones((), z.dtype), jnp.zeros(P.shape, z.dtype))
+        (alpha, B), _ = jax.lax.scan(step, init, jnp.arange(k))
+        return alpha * z + B @ M
 
     def inverse_transform(self, state: LMMAESState, d: jax.Array) -> jax.Array:
         """z = F_1⁻¹ ⋯ F_k⁻¹ d for rows d ``(m, n)``, each factor by Sherman-Morrison; O(k n)."""
         a, b = self._factors(state)
-        sq = jnp.sum(state.vectors**2, axis=1)
 
-        def step(z, absm):
-            a_j, b_j, sq_j, m_j = absm
+        def step(i, z):
+            j = a.shape[0] - 1 - i  # F_k⁻¹ first
+            m_j = _common.row(state.vectors, j)
             # (a I + b m mᵀ)⁻¹ = (I - b m mᵀ / (a + b ‖m‖²)) / a
-            coef = b_j / (a_j + b_j * sq_j)
-            return (z - coef * (z @ m_j)[:, None] * m_j[None, :]) / a_j, None
+            coef = b[j] / (a[j] + b[j] * jnp.sum(m_j**2))
+            return (z - coef * (z @ m_j)[:, None] * m_j[None, :]) / a[j]
 
-        z, _ = jax.lax.scan(step, d, (a, b, sq, state.vectors), reverse=True)
-        return z
+        return jax.lax.fori_loop(0, a.shape[0], step, d)
 
     # ------------------------------------------------------------------ interface
     def init(self, key: jax.Array, x0: jax.Array) -> LMMAESState:
@@ -204,19 +226,23 @@ class LMMAES(EvolutionStrategy):
         c = self._constants(n, dtype)
         mu, w = c["mu"], c["weights"]
 
-        order = _common.rank_order(fitness)
-        parents = solutions[order[:mu]]  # x_{1:λ} .. x_{μ:λ}
-        d = (parents - state.mean[None, :]) / state.sigma  # d_{i:λ}
-        z = self.inverse_transform(state, d)  # z_{i:λ}
-        z_w = w @ z  # Σ w_i z_{i:λ}
+        order = _common.rank_order(fitness)  # best first, NaN last
+
+        def recombine(i, acc):  # σ Σ w_i d_{i:λ} = Σ w_i (x_{i:λ} - y): one pass, μ rows
+            return acc + w[i] * (_common.row(solutions, order[i]) - state.mean)
+
+        step = _common.row_loop(mu, recombine, jnp.zeros_like(state.mean))
+        d_w = step / state.sigma  # Σ w_i d_{i:λ}
+        # Σ w_i z_{i:λ} = F⁻¹ Σ w_i d_{i:λ}: the transform is linear, so one vector is inverted.
+        z_w = self.inverse_transform(state, d_w[None, :])[0]
 
         c_sigma = c["c_sigma"]
         # Alg. 1 line 10: p_σ ← (1 - c_σ) p_σ + sqrt(μ_w c_σ (2 - c_σ)) Σ w_i z_{i:λ}
         p_sigma = (1 - c_sigma) * state.p_sigma + c["path_coef"] * z_w
         # Alg. 1 lines 11-12: m_i ← (1 - c_c,i) m_i + sqrt(μ_w c_c,i (2 - c_c,i)) Σ w_j z_{j:λ}
         vectors = (1 - c["c_c"])[:, None] * state.vectors + c["vec_coef"][:, None] * z_w[None]
-        # Alg. 1 line 13: y ← y + σ Σ w_i d_{i:λ}, which is Σ w_i x_{i:λ} since Σ w_i = 1.
-        mean = w @ parents
+        # Alg. 1 line 13: y ← y + σ Σ w_i d_{i:λ}
+        mean = state.mean + step
         # Alg. 1 line 14: σ ← σ exp(c_σ/2 (‖p_σ‖²/n - 1))
         sigma = state.sigma * jnp.exp(c_sigma / 2 * (jnp.sum(p_sigma**2) / n - 1))
         return state.replace(

@@ -20,8 +20,9 @@ optax's (Kingma & Ba's m̂ / (sqrt(v̂) + ε)); pyribs' AdamOpt adds ε to sqrt(
 correction instead, i.e. uses ε / sqrt(1 - β₂^t): the steps differ by a relative ~ε / sqrt(v̂)
 (below 1e-6 on the tests' problems, and vanishing as v̂ grows).
 
-``tell`` recomputes ε_j = (x_j - x_{j+h}) / (2σ) from the solutions, so the state keeps no
-λ × n samples. Cost: Θ(n) per sample; memory Θ(n) (mean and two Adam moments) plus the noise table
+``tell`` recomputes ε_j = (x_j - x_{j+h}) / (2σ) from the solutions (in one pass over the
+pairs, accumulating g directly), so the state keeps no λ × n samples.
+Cost: Θ(n) per sample; memory Θ(n) (mean and two Adam moments) plus the noise table
 of :mod:`cmamae.es._common`.
 
 Stopping test (``converged``), as pyribs' check_stop for OpenAI-ES: the last update moved the mean
@@ -132,8 +133,10 @@ class OpenAIES(EvolutionStrategy):
         n = state.mean.shape[0]
         dtype = state.mean.dtype
         eps = _common.standard_normal(key, state.noise, (self.popsize // 2, n), dtype)
-        eps = jnp.concatenate([eps, -eps], axis=0)
-        return state.mean[None, :] + state.sigma * eps, state
+        # [θ + σ ε; θ - σ ε] as one broadcast (a concatenate would make XLA's CPU loop scalar)
+        mirror = jnp.array([1, -1], dtype)[:, None, None]
+        x = state.mean + state.sigma * (mirror * eps[None])
+        return x.reshape(self.popsize, n), state
 
     def tell(self, state: OpenAIESState, solutions: jax.Array, fitness: jax.Array) -> OpenAIESState:
         """One Adam step along the centered-rank search gradient; higher fitness is better."""
@@ -144,11 +147,17 @@ class OpenAIES(EvolutionStrategy):
         solutions, fitness = _common.check_tell_args(lam, n, solutions, fitness)
         solutions = solutions.astype(dtype)
 
-        eps = (solutions[:h] - solutions[h:]) / (2 * state.sigma)  # ε_j, (h, n)
         order = _common.rank_order(fitness)  # best first, NaN last
         position = jnp.zeros((lam,), jnp.int32).at[order].set(jnp.arange(lam, dtype=jnp.int32))
         util = (lam - 1 - position).astype(dtype) / (lam - 1) - 0.5  # worst -0.5 ... best +0.5
-        grad = ((util[:h] - util[h:]) @ eps) / (h * state.sigma)  # ascent estimate g
+        diff = util[:h] - util[h:]  # u_j - u_{j+h}
+
+        def pair(j, acc):  # Σ_j (u_j - u_{j+h}) 2σ ε_j, ε_j = (x_j - x_{j+h}) / (2σ); one pass
+            x_j, x_jh = _common.row(solutions, j), _common.row(solutions, j + h)
+            return acc + diff[j] * (x_j - x_jh)
+
+        total = _common.row_loop(h, pair, jnp.zeros_like(state.mean))
+        grad = total / (2 * state.sigma * h * state.sigma)  # ascent estimate g
 
         descent = -grad + self.l2_coeff * state.mean  # pyribs: -g + l2_coeff · θ
         updates, opt_state = self.optimizer().update(descent, state.opt_state, state.mean)

@@ -162,30 +162,36 @@ class SepCMAES(EvolutionStrategy):
         dtype = state.mean.dtype
         w = jnp.asarray(p.weights, dtype)
 
-        order = _common.rank_order(fitness)[: p.mu]
-        y = (solutions.astype(dtype)[order] - state.mean) / state.sigma  # best μ, best first
+        order = _common.rank_order(fitness)  # best first, NaN last
+        solutions = solutions.astype(dtype)
 
-        y_w = w @ y  # Eq. 41
+        def recombine(i, acc):  # the μ best rows, best first; one pass over them
+            y_i = (_common.row(solutions, order[i]) - state.mean) / state.sigma
+            return acc[0] + w[i] * y_i, acc[1] + w[i] * y_i**2
+
+        zeros = jnp.zeros_like(state.mean)
+        y_w, y2_w = _common.row_loop(p.mu, recombine, (zeros, zeros))  # Eq. 41; Σ w_i y_i²
         mean = state.mean + p.cm * state.sigma * y_w  # Eq. 42
 
-        ps = (1 - p.cs) * state.ps + math.sqrt(p.cs * (2 - p.cs) * p.mueff) * (
-            y_w / jnp.sqrt(state.C)
-        )  # Eq. 43, C^{-1/2} = diag(C)^{-1/2}
-        ps_norm = jnp.linalg.norm(ps)
-        sigma = state.sigma * jnp.exp(
-            jnp.minimum(1.0, (p.cs / p.damps) * (ps_norm / p.chi_n - 1))
-        )  # Eq. 44 (exponent clipped at 1, as pycma)
-
         generation = state.generation + 1
-        ps_bias = jnp.sqrt(1 - (1 - p.cs) ** (2 * generation.astype(dtype)))
-        hsig = (ps_norm / ps_bias < (1.4 + 2 / (n + 1)) * p.chi_n).astype(dtype)  # h_σ
+        ps, sigma, hsig = _common.csa_update(  # Eqs. 43-44 and h_σ
+            state.ps,
+            state.sigma,
+            y_w / jnp.sqrt(state.C),  # C^{-1/2} <y>_w, C^{-1/2} = diag(C)^{-1/2}
+            generation,
+            dtype,
+            cs=p.cs,
+            damps=p.damps,
+            mueff=p.mueff,
+            chi_n=p.chi_n,
+        )
         pc = (1 - p.cc) * state.pc + hsig * math.sqrt(p.cc * (2 - p.cc) * p.mueff) * y_w  # Eq. 45
 
         delta_h = (1 - hsig) * p.cc * (2 - p.cc)
         C = (
             (1 + p.c1 * delta_h - p.c1 - p.cmu) * state.C  # Σ w = 1 (positive weights only)
             + p.c1 * pc**2
-            + p.cmu * (w @ y**2)  # Eq. 47, diagonal only
+            + p.cmu * y2_w  # Eq. 47, diagonal only
         )
 
         return SepCMAESState(
