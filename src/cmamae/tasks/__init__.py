@@ -5,7 +5,7 @@ the CMA-MAE paper's benchmarks ("sphere", "rastrigin", "plateau", "arm") and the
 swing-up ("pendulum"). Policies (:class:`MLPPolicy`) map flat parameter vectors to actions.
 """
 
-from cmamae.tasks import benchmarks, pendulum  # noqa: F401  (registers the built-in tasks)
+from cmamae.tasks import benchmarks, locomotion, pendulum  # noqa: F401  (registers the tasks)
 from cmamae.tasks.base import Bound, Task, bind, get, names, register
 from cmamae.tasks.benchmarks import arm_task, plateau_task, rastrigin_task, sphere_task
 from cmamae.tasks.pendulum import pendulum_task

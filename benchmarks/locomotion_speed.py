@@ -1,0 +1,274 @@
+"""Locomotion speed: MJX rollouts, model adaptations, and end-to-end QD iterations.
+
+Modes (run one or several; every figure is timed after a warm-up call that compiles):
+
+* ``adaptations``: policy steps/s of a batched ant rollout with Gymnasium's model as shipped,
+  then with each of our MJX adaptations added in turn (docs/tasks.md's table).
+* ``rollout``: the floor, ``jit(task.evaluate)`` on a batch of ψ·λ = 200 policies, and on
+  ``seeds`` × 200 (several seeds' batches in one call).
+* ``e2e``: ``cmamae.run`` of sep-CMA-MAE, LM-MA-MAE and OpenAI-MAE (ψ = 5, λ = 40), with 1
+  and with ``seeds`` seeds batched: evaluations/s, ratio to the floor at the same batch,
+  compile time, and the projected hours for the paper's budget (5 seeds × 1M evaluations of
+  ``--paper-length``-step episodes, scaled from the measured episode length).
+* ``minf``: the lowest objectives of Xavier-initialized policies per robot (how ``min_f``
+  was chosen, docs/tasks.md).
+* ``brax``: Brax's ``spring`` ant at the same batch, when brax is installed (benchmark-only).
+
+    python benchmarks/locomotion_speed.py --modes rollout e2e --episode-length 100
+    python benchmarks/locomotion_speed.py --modes adaptations --episode-length 20
+    python benchmarks/locomotion_speed.py --modes minf --episode-length 1000
+
+On a CPU use short episodes (the per-step rate hardly depends on the length); on a GPU use
+``--episode-length 1000`` (the paper's setting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+
+import cmamae
+from cmamae import algorithms, tasks
+from cmamae.tasks.base import bind
+from cmamae.tasks.locomotion import rollout
+from cmamae.tasks.locomotion.model import Adaptation
+
+PSI, LAM = 5, 40
+PAPER_EVALS, PAPER_SEEDS, PAPER_LENGTH = 1_000_000, 5, 1000
+
+
+def _timed(fn, *args, repeats=1):
+    """(compile-and-first-call seconds, best of ``repeats`` later calls in seconds)."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return first, best
+
+
+def _policies(task, batch, seed=0):
+    keys = jax.random.split(jax.random.key(seed), batch)
+    return jax.vmap(task.initial_solution)(keys)
+
+
+def with_adaptation(task, adaptation: Adaptation):
+    kwargs = dict(task.evaluate.kwargs)
+    kwargs["adaptation"] = adaptation
+    return dataclasses.replace(task, evaluate=bind(rollout.evaluate, **kwargs))
+
+
+def floor(task, batch: int, repeats: int):
+    """Seconds per batched rollout (compile, run) of ``batch`` policies."""
+    x = _policies(task, batch)
+    fn = jax.jit(task.evaluate)
+    return _timed(fn, x, jax.random.key(1), repeats=repeats)
+
+
+def mode_adaptations(args, out):
+    task = tasks.get("ant", episode_length=args.episode_length)
+    steps = [
+        (
+            "Gymnasium ant.xml as shipped (RK4, all geoms collide, pyramidal, 100/50 iters)",
+            Adaptation.none(),
+        ),
+        ("+ Euler integrator", dataclasses.replace(Adaptation.none(), euler=True)),
+        (
+            "+ only the 4 feet collide with the floor",
+            dataclasses.replace(Adaptation.none(), euler=True, feet_only=True),
+        ),
+        (
+            "+ Newton 1 iteration, 4 line-search iterations",
+            dataclasses.replace(
+                Adaptation.none(),
+                euler=True,
+                feet_only=True,
+                solver_iterations=1,
+                ls_iterations=4,
+                newton=True,
+            ),
+        ),
+        ("+ Euler damping disabled (mjDSBL_EULERDAMP)", Adaptation(elliptic=False)),
+        ("+ elliptic cones (the default adaptation)", Adaptation()),
+        ("  variant: 2 solver iterations", Adaptation(solver_iterations=2)),
+        (
+            "  variant: 4 solver iterations, 8 line-search iterations",
+            Adaptation(solver_iterations=4, ls_iterations=8),
+        ),
+        ("  variant: 1 solver iteration, 8 line-search iterations", Adaptation(ls_iterations=8)),
+        ("  variant: 1 solver iteration, 16 line-search iterations", Adaptation(ls_iterations=16)),
+        ("  variant: 1 solver iteration, 50 line-search iterations", Adaptation(ls_iterations=50)),
+    ]
+    rows = []
+    for i, (label, adaptation) in enumerate(steps):
+        if args.rows and i not in args.rows:
+            continue
+        first, best = floor(with_adaptation(task, adaptation), args.batch, args.repeats)
+        sps = args.batch * args.episode_length / best
+        rows.append(dict(model=label, compile_s=round(first - best, 1), steps_per_s=round(sps)))
+        print(f"{label:80s} compile {first - best:6.1f} s  {sps:9.0f} policy steps/s", flush=True)
+    out["adaptations"] = dict(batch=args.batch, episode_length=args.episode_length, rows=rows)
+
+
+def mode_rollout(args, out):
+    task = tasks.get(args.task, episode_length=args.episode_length)
+    res = {}
+    for seeds in sorted({1, args.seeds}):
+        batch = PSI * LAM * seeds
+        first, best = floor(task, batch, args.repeats)
+        res[seeds] = dict(
+            batch=batch,
+            compile_s=round(first - best, 1),
+            s_per_batch=round(best, 3),
+            evals_per_s=round(batch / best, 1),
+            steps_per_s=round(batch * args.episode_length / best),
+        )
+        print(f"floor, batch {batch}: {res[seeds]}", flush=True)
+    out["rollout"] = res
+
+
+def mode_e2e(args, out):
+    task = tasks.get(args.task, episode_length=args.episode_length)
+    floor_rate = {k: v["evals_per_s"] for k, v in out.get("rollout", {}).items()}
+    res = []
+    for name in args.algos:
+        algo = algorithms.get(name, task)
+        batch = algo.scheduler.batch_size
+        for seeds in sorted({1, args.seeds}):
+            evals = batch * args.iterations
+
+            def run(algo=algo, evals=evals, seeds=seeds):
+                return cmamae.run(task, algo, evals=evals, seeds=seeds, key=jax.random.key(0))
+
+            t0 = time.perf_counter()
+            jax.block_until_ready(run().state)
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            jax.block_until_ready(run().state)
+            took = time.perf_counter() - t0
+            rate = evals * seeds / took
+            row = dict(
+                algo=name,
+                seeds=seeds,
+                batch=batch * seeds,
+                compile_s=round(first - took, 1),
+                evals_per_s=round(rate, 1),
+            )
+            if seeds in floor_rate:
+                row["ratio_to_floor"] = round(rate / floor_rate[seeds], 3)
+            scale = PAPER_LENGTH / args.episode_length
+            row["projected_h_paper_budget"] = round(
+                PAPER_EVALS * PAPER_SEEDS / (rate / scale) / 3600, 2
+            )
+            res.append(row)
+            print(row, flush=True)
+    out["e2e"] = res
+
+
+def mode_brax(args, out):
+    if importlib.util.find_spec("brax") is None:
+        print("brax is not installed: no outside reference", flush=True)
+        out["brax"] = None
+        return
+    from brax import envs  # benchmark-only dependency
+
+    env = envs.get_environment("ant", backend="spring")
+    task = tasks.get("ant", episode_length=args.episode_length)
+    policy = dict(task.evaluate.kwargs)["policy"]
+    obs_size, act_size = env.observation_size, env.action_size
+    from cmamae.tasks.policies import MLPPolicy
+
+    bpolicy = MLPPolicy((obs_size, *policy.layer_sizes[1:-1], act_size))
+    batch = PSI * LAM
+
+    def episode(flat, key):
+        state = env.reset(key)
+
+        def body(s, _):
+            s = env.step(s, bpolicy.apply(flat, s.obs))
+            return s, s.reward
+
+        _, rewards = jax.lax.scan(body, state, None, length=args.episode_length)
+        return rewards.sum()
+
+    keys = jax.random.split(jax.random.key(0), batch)
+    x = jax.vmap(bpolicy.init_flat)(keys)
+    fn = jax.jit(jax.vmap(episode))
+    first, best = _timed(fn, x, keys, repeats=args.repeats)
+    out["brax"] = dict(
+        batch=batch, compile_s=round(first - best, 1), evals_per_s=round(batch / best, 1)
+    )
+    print("brax spring ant:", out["brax"], flush=True)
+
+
+def mode_minf(args, out):
+    """The lowest objectives of Xavier-initialized policies (a run's x0 and what its first
+    iterations sample), at full episode length: how docs/tasks.md chose each ``min_f``."""
+    res = {}
+    for name in args.robots:
+        task = tasks.get(name, episode_length=args.episode_length)
+        fn = jax.jit(task.evaluate)
+        objs = []
+        for i in range(args.minf_batches):
+            x = _policies(task, PSI * LAM, seed=100 + i)
+            objs.append(jax.device_get(fn(x, jax.random.key(i))[0]))
+        objs = jnp.concatenate([jnp.asarray(o) for o in objs])
+        res[name] = dict(
+            n=int(objs.size),
+            min=round(float(objs.min()), 2),
+            p1=round(float(jnp.percentile(objs, 1)), 2),
+            median=round(float(jnp.median(objs)), 2),
+            max=round(float(objs.max()), 2),
+        )
+        print(name, res[name], flush=True)
+    out["minf"] = res
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=["rollout", "e2e", "brax"],
+        choices=["adaptations", "rollout", "e2e", "brax", "minf"],
+    )
+    p.add_argument("--robots", nargs="+", default=["ant", "halfcheetah", "hopper", "walker2d"])
+    p.add_argument("--minf-batches", type=int, default=2, help="batches of 200 for 'minf'")
+    p.add_argument("--task", default="ant")
+    p.add_argument("--episode-length", type=int, default=100)
+    p.add_argument("--batch", type=int, default=PSI * LAM, help="batch of 'adaptations'")
+    p.add_argument("--rows", type=int, nargs="*", help="rows of 'adaptations' to run (0-7)")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--iterations", type=int, default=2, help="QD iterations per e2e timing")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--algos", nargs="+", default=["sep-cma-mae", "lm-ma-mae", "openai-mae"])
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+    out = dict(
+        device=str(jax.devices()[0]),
+        platform=platform.platform(),
+        jax=jax.__version__,
+        episode_length=args.episode_length,
+    )
+    print(out, flush=True)
+    for mode in ("adaptations", "minf", "rollout", "e2e", "brax"):
+        if mode in args.modes:
+            globals()[f"mode_{mode}"](args, out)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    jnp.zeros(())  # initialize the backend before timing
+    main()

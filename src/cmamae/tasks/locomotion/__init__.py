@@ -1,0 +1,153 @@
+"""QD locomotion on MuJoCo MJX: ``ant``, ``halfcheetah``, ``hopper``, ``walker2d``.
+
+Gymnasium's standard MuJoCo models, loaded from the installed ``gymnasium`` package and adapted
+for MJX in code (model.py); Gymnasium v5's observation, reward and termination (env.py);
+measures are the fraction of executed steps in which each foot touches the floor, read from
+MJX's contact data (physics.py); one ``lax.scan`` per episode, ``vmap``-ed over the batch
+(rollout.py). native.py runs the same task on MuJoCo's C engine with a NumPy policy.
+
+Importing this package registers the four tasks and imports nothing heavy: MuJoCo and MJX are
+imported when a task is built (``tasks.get("ant")``).
+"""
+
+from __future__ import annotations
+
+from cmamae.tasks.base import Task, bind, register
+from cmamae.tasks.locomotion.robots import ROBOTS, Robot
+from cmamae.tasks.policies import MLPPolicy
+
+DEFAULT_EPISODE_LENGTH = 1000
+DEFAULT_HIDDEN = (128, 128)
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def dims(robot: Robot, adaptation=None) -> tuple[int, int]:
+    """``(obs_dim, act_dim)`` of ``robot``'s model (loads it)."""
+    from cmamae.tasks.locomotion.model import DEFAULT_ADAPTATION, load_model
+
+    model = load_model(robot, adaptation or DEFAULT_ADAPTATION)
+    return model.nq - robot.obs_skip_qpos + model.nv, model.nu
+
+
+def policy_for(robot: Robot, hidden_sizes=DEFAULT_HIDDEN) -> MLPPolicy:
+    """The paper's policy for ``robot``: an MLP with tanh on every layer but the input, Xavier
+    (Glorot uniform) initialization, zero biases."""
+    obs_dim, act_dim = dims(robot)
+    return MLPPolicy((obs_dim, *hidden_sizes, act_dim), activation="tanh", output_activation="tanh")
+
+
+def initial_solution(key, *, policy: MLPPolicy):
+    """A Xavier-initialized policy vector (the ES's starting point x0)."""
+    return policy.init_flat(key)
+
+
+def locomotion_task(
+    robot_name: str,
+    episode_length: int = DEFAULT_EPISODE_LENGTH,
+    hidden_sizes: tuple[int, ...] = DEFAULT_HIDDEN,
+    reset_noise_scale: float | None = None,
+    adapted: bool = True,
+    policy: MLPPolicy | None = None,
+) -> Task:
+    """The QD locomotion task of ``robot_name`` (see the module docstring).
+
+    Args:
+        robot_name: one of ``ROBOTS``.
+        episode_length: policy steps per episode (1000, the paper's and Gymnasium's limit).
+        hidden_sizes: hidden layer widths of the MLP policy (the paper's ``(128, 128)``).
+        reset_noise_scale: Gymnasium's reset noise ``s``; ``None``: the robot's v5 default;
+            ``0``: every episode starts from ``qpos0`` at rest.
+        adapted: use the MJX-adapted model (default); ``False`` runs Gymnasium's model as
+            shipped (RK4, every geom colliding, MuJoCo's default solver), much slower.
+        policy: a custom :class:`MLPPolicy` instead of the default; its input and output
+            sizes must equal the robot's observation and action sizes.
+
+    ``min_f`` is the robot's value for 1000-step episodes (docs/tasks.md) times
+    ``episode_length / 1000``.
+    """
+    from cmamae.tasks.locomotion import rollout
+    from cmamae.tasks.locomotion.model import DEFAULT_ADAPTATION, Adaptation
+
+    if robot_name not in ROBOTS:
+        raise ValueError(f"unknown robot {robot_name!r}; expected one of {sorted(ROBOTS)}")
+    robot = ROBOTS[robot_name]
+    episode_length = _positive_int("episode_length", episode_length)
+    hidden_sizes = tuple(hidden_sizes)
+    for h in hidden_sizes:
+        _positive_int("hidden_sizes entries", h)
+    noise = robot.reset_noise_scale if reset_noise_scale is None else reset_noise_scale
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+        raise ValueError(f"reset_noise_scale must be a number >= 0, got {reset_noise_scale!r}")
+    adaptation = DEFAULT_ADAPTATION if adapted else Adaptation.none()
+    obs_dim, act_dim = dims(robot)
+    if policy is None:
+        policy = policy_for(robot, hidden_sizes)
+    elif not isinstance(policy, MLPPolicy):
+        raise ValueError(f"policy must be an MLPPolicy, got {type(policy).__name__}")
+    elif policy.obs_dim != obs_dim or policy.act_dim != act_dim:
+        raise ValueError(
+            f"policy layer_sizes {policy.layer_sizes} do not fit {robot_name}: the input must "
+            f"be the observation size {obs_dim} and the output the action size {act_dim}"
+        )
+    common = dict(
+        robot=robot,
+        adaptation=adaptation,
+        policy=policy,
+        episode_length=episode_length,
+        noise_scale=float(noise),
+    )
+    return Task(
+        name=robot_name,
+        solution_dim=policy.num_params,
+        measure_names=robot.measure_names,
+        measure_ranges=((0.0, 1.0),) * len(robot.feet),
+        archive_dims=robot.archive_dims,
+        min_f=robot.min_f * episode_length / DEFAULT_EPISODE_LENGTH,
+        max_f=None,
+        evaluate=bind(rollout.evaluate, **common),
+        initial_solution=bind(initial_solution, policy=policy),
+    )
+
+
+def _factory(robot_name: str):
+    def factory(
+        episode_length: int = DEFAULT_EPISODE_LENGTH,
+        hidden_sizes: tuple[int, ...] = DEFAULT_HIDDEN,
+        reset_noise_scale: float | None = None,
+        adapted: bool = True,
+        policy: MLPPolicy | None = None,
+    ) -> Task:
+        return locomotion_task(
+            robot_name, episode_length, hidden_sizes, reset_noise_scale, adapted, policy
+        )
+
+    robot = ROBOTS[robot_name]
+    factory.__name__ = f"{robot_name}_task"
+    factory.__qualname__ = factory.__name__
+    factory.__doc__ = (
+        f"QD {robot_name} ({robot.gym_id} on MJX): {len(robot.feet)} foot-contact measures, "
+        f"archive {robot.archive_dims}. See :func:`locomotion_task` for the arguments."
+    )
+    return register(robot_name)(factory)
+
+
+ant_task = _factory("ant")
+halfcheetah_task = _factory("halfcheetah")
+hopper_task = _factory("hopper")
+walker2d_task = _factory("walker2d")
+
+__all__ = [
+    "ROBOTS",
+    "Robot",
+    "ant_task",
+    "halfcheetah_task",
+    "hopper_task",
+    "locomotion_task",
+    "policy_for",
+    "walker2d_task",
+]

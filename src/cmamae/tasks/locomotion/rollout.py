@@ -1,0 +1,121 @@
+"""Episodes on MJX: one ``lax.scan`` per episode, ``vmap``-ed over the batch of solutions.
+
+All candidates of one ``evaluate`` call start from the same reset state, drawn from ``key``
+(common random numbers, as the pendulum task does); ``reset_noise_scale = 0`` makes the task
+deterministic. After the first unhealthy step an episode adds no reward and no contact steps
+(the physics keeps running in lock step with the batch, masked out).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from cmamae.tasks.locomotion import env, physics
+from cmamae.tasks.locomotion.model import Adaptation, load_model
+from cmamae.tasks.locomotion.robots import Robot
+from cmamae.tasks.policies import MLPPolicy
+
+
+def _x_position(robot: Robot, data):
+    # Gymnasium reads the ant's ``xpos`` after ``mj_step``: computed by the last substep's
+    # forward pass, so one substep behind ``qpos``; we read the same quantity.
+    return data.xpos[1, 0] if robot.x_from_body else data.qpos[0]
+
+
+def start_data(robot: Robot, adaptation: Adaptation, key: jax.Array, noise_scale: float):
+    """MJX data of the reset state drawn from ``key``."""
+    model = load_model(robot, adaptation)
+    qpos, qvel = env.initial_state(robot, model.qpos0, model.nv, key, noise_scale)
+    return physics.reset_data(robot, adaptation, qpos, qvel)
+
+
+def _episode(robot, adaptation, policy, flat, data0, episode_length, record):
+    params = policy.unflatten(flat)
+    model = load_model(robot, adaptation)
+    dt = float(model.opt.timestep) * robot.frame_skip
+    n_feet = len(robot.feet)
+
+    def body(carry, _):
+        data, x_before, alive, total, contact_steps, steps = carry
+        action = policy.apply(params, env.observe(robot, data.qpos, data.qvel))
+        data, feet = physics.step(robot, adaptation, data, action)
+        x_after = _x_position(robot, data)
+        healthy = env.is_healthy(robot, data.qpos, data.qvel)
+        r = env.reward(robot, x_before, x_after, action, healthy, dt)
+        r = jnp.where(jnp.isfinite(r), r, 0.0)  # a diverged state ends the episode, scoring 0
+        total = total + jnp.where(alive, r, 0.0)
+        contact_steps = contact_steps + jnp.where(alive, feet, False).astype(jnp.int32)
+        steps = steps + alive.astype(jnp.int32)
+        out = None
+        if record:
+            out = {"qpos": data.qpos, "qvel": data.qvel, "reward": r, "contacts": feet}
+            out["alive"] = alive
+        if robot.terminate:
+            alive = jnp.logical_and(alive, healthy)
+        return (data, x_after, alive, total, contact_steps, steps), out
+
+    init = (
+        data0,
+        data0.qpos[0],  # the x position at reset (the ant's torso xpos is its free joint's)
+        jnp.array(True),
+        jnp.zeros((), jnp.float32),
+        jnp.zeros((n_feet,), jnp.int32),
+        jnp.zeros((), jnp.int32),
+    )
+    (_, _, _, total, contact_steps, steps), per_step = jax.lax.scan(
+        body, init, None, length=episode_length
+    )
+    return total, contact_steps, steps, per_step
+
+
+def _check(solutions, policy: MLPPolicy):
+    if solutions.ndim != 2 or solutions.shape[1] != policy.num_params:
+        raise ValueError(
+            f"solutions must have shape (batch, {policy.num_params}) for the policy "
+            f"{policy.layer_sizes}, got {solutions.shape}"
+        )
+
+
+def evaluate(
+    solutions: jax.Array,
+    key: jax.Array,
+    *,
+    robot: Robot,
+    adaptation: Adaptation,
+    policy: MLPPolicy,
+    episode_length: int,
+    noise_scale: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Episode return and foot-contact fractions of each policy in ``solutions``.
+
+    ``solutions`` ``(batch, num_params)`` -> ``(objectives (batch,), measures (batch, feet))``;
+    a measure is the fraction of executed steps in which that foot touched the floor.
+    """
+    _check(solutions, policy)
+    data0 = start_data(robot, adaptation, key, noise_scale)
+    episode = lambda flat: _episode(robot, adaptation, policy, flat, data0, episode_length, False)
+    total, contact_steps, steps, _ = jax.vmap(episode)(solutions)
+    measures = contact_steps / jnp.maximum(steps, 1)[:, None]
+    return total, measures.astype(jnp.float32)
+
+
+def trajectory(
+    solutions: jax.Array,
+    key: jax.Array,
+    *,
+    robot: Robot,
+    adaptation: Adaptation,
+    policy: MLPPolicy,
+    episode_length: int,
+    noise_scale: float,
+) -> dict[str, jax.Array]:
+    """Per-step records of each episode (for tests and inspection): ``qpos``, ``qvel``,
+    ``reward`` (the step's reward, counted or not), ``contacts`` (per foot), ``alive`` (the
+    step was executed, i.e. counted), each with leading axes ``(batch, episode_length)``, plus
+    ``objective`` and ``steps`` ``(batch,)``."""
+    _check(solutions, policy)
+    data0 = start_data(robot, adaptation, key, noise_scale)
+    episode = lambda flat: _episode(robot, adaptation, policy, flat, data0, episode_length, True)
+    total, _, steps, per_step = jax.vmap(episode)(solutions)
+    return {**per_step, "objective": total, "steps": steps}
