@@ -90,7 +90,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     fsync_dir(path.parent)
 
 
-def save(folder: str | os.PathLike, iteration: int, state: Any, keep: int = 3) -> Path:
+def save(folder: str | os.PathLike, iteration: int, state: Any, keep: int = 2) -> Path:
     """Write ``state`` (any pytree of arrays) as the checkpoint after ``iteration`` iterations;
     then delete all but the newest ``keep`` checkpoints. Returns the file's path."""
     leaves = jax.tree_util.tree_leaves(state)
