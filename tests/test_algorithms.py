@@ -86,3 +86,17 @@ def test_run_is_deterministic_and_validates():
         cmamae.run(task, algo, evals=0)
     with pytest.raises(ValueError, match="seeds"):
         cmamae.run(task, algo, evals=160, seeds=-1)
+
+
+def test_es_recipes_pick_batching_by_size():
+    """ES recipes default to batching "auto": vmap on the n = 100 benchmark domains, the
+    sequential loop at locomotion-like sizes; an explicit setting overrides it."""
+    for name in ("cma-mae", "sep-cma-mae", "lm-ma-mae", "openai-mae", "cma-me", "cma-es"):
+        for n, expected in ((100, "vmap"), (20000, "map")):
+            task = tasks.get("sphere", solution_dim=n)
+            algo = algorithms.get(name, task)
+            assert algo.config["batching"] == "auto"
+            emitter = algo.scheduler.emitters[0]
+            assert emitter.resolved_batching(task.solution_dim) == expected, (name, n)
+        forced = algorithms.get(name, tasks.get("sphere"), batching="map")
+        assert forced.scheduler.emitters[0].resolved_batching(100) == "map"

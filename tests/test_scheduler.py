@@ -1,5 +1,7 @@
 """Scheduler: batch insertion into both archives, emitter slices, host ask/tell, compiled run."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ from cmamae import AskTell, Scheduler, compiled_run
 from cmamae.archives import GridArchive
 from cmamae.emitters import EvolutionStrategyEmitter, GaussianEmitter
 from cmamae.es import SepCMAES
+from cmamae.loop import _run_chunk
 
 N = 8
 
@@ -113,3 +116,54 @@ def test_host_ask_tell_matches_compiled_semantics():
         loop.tell(np.zeros(3), x[:, :2])
     with pytest.raises(ValueError, match="measures"):
         loop.tell(np.zeros(sched.batch_size), x[:, :3])
+
+
+@pytest.mark.parametrize("batching", ["vmap", "map"])
+def test_archives_are_updated_in_place(batching):
+    """Both archives' (cells, n) solution arrays are donated and scattered into, never copied:
+    the compiled step and the compiled scan keep their buffers, and the HLO has no other
+    instruction producing that shape than parameters, tuple elements and scatters."""
+    n = 257  # a shape nothing else in the program has
+    sched = Scheduler(
+        GridArchive(
+            solution_dim=n,
+            dims=(10, 10),
+            ranges=[(-2, 2)] * 2,
+            learning_rate=0.1,
+            threshold_min=-100.0,
+        ),
+        (
+            EvolutionStrategyEmitter(
+                SepCMAES(popsize=6, sigma0=0.3), num_emitters=3, batching=batching
+            ),
+        ),
+    )
+    state = sched.init(jax.random.key(0), jnp.zeros(n))
+    step = jax.jit(lambda k, s: sched.step(k, s, evaluate), donate_argnums=(1,))
+    seeds = jax.vmap(lambda k: sched.init(k, jnp.zeros(n)))(jax.random.split(jax.random.key(0), 2))
+    texts = [
+        step.lower(jax.random.key(1), state).compile().as_text(),
+        compiled_run.lower(sched, jax.random.key(1), state, evaluate, 3).compile().as_text(),
+        # cmamae.run's chunk: every seed's archives in one (seeds, cells, n) buffer.
+        _run_chunk.lower(sched, jax.random.split(jax.random.key(1), 2), seeds, evaluate, 3)
+        .compile()
+        .as_text(),
+    ]
+    for text in texts:
+        for line in text.splitlines():
+            m = re.search(r"= f32\[(2,)?100,257\]\{[\d,]*\} ([\w\-]+)\(", line)
+            if m is None:
+                continue
+            assert m.group(2) in ("parameter", "get-tuple-element", "scatter", "fusion"), line
+            if m.group(2) == "fusion":
+                assert "scatter" in line.split("=")[0], line
+
+    pointers = lambda s: (
+        s.archive.solutions.unsafe_buffer_pointer(),
+        s.result.solutions.unsafe_buffer_pointer(),
+    )
+    before = pointers(state)
+    state = step(jax.random.key(1), state)
+    state, _ = compiled_run(sched, jax.random.key(2), state, evaluate, 3)
+    assert pointers(state) == before
+    assert int(state.archive.occupied.sum()) > 0

@@ -11,6 +11,11 @@ with the published defaults for the task's domain, overridden by keywords:
   Nikolaidis 2023) as pyribs' ``examples/sphere.py`` configures it: ψ = 15, λ = 36, σ₀ = 0.5,
   α = 0.01, MAP-Elites σ = 0.5 (line: iso 0.5, line 0.2) with batch 540.
 
+Every evolution-strategy recipe runs its ψ instances with ``batching="auto"``: ``vmap`` or a
+sequential loop chosen from n and the ES by the measured rule of
+:mod:`cmamae.emitters.evolution_strategy` (``vmap`` for the n = 100 benchmark domains, the
+loop for locomotion-sized policies); ``batching="vmap"`` or ``"map"`` overrides it.
+
 Differences from pyribs worth knowing: "cma-me" uses selection rule "mu" (pyribs' ``cma_me_imp_mu``
 configuration) because our strategies always recombine the best ⌊λ/2⌋; pyribs' default CMA-ME
 uses "filter" (μ = number of solutions added).
@@ -77,7 +82,7 @@ _DOMAIN_DEFAULTS = {
         line_sigma=0.2,
     ),
 }
-_COMMON_DEFAULTS = dict(noise="table", batching="vmap")
+_COMMON_DEFAULTS = dict(noise="table", batching="auto")
 
 
 def names() -> list[str]:

@@ -7,7 +7,8 @@ import pytest
 
 from cmamae.archives import GridArchive
 from cmamae.emitters import EvolutionStrategyEmitter, GaussianEmitter, IsoLineEmitter
-from cmamae.es import SepCMAES
+from cmamae.emitters.evolution_strategy import AUTO_MAP_FROM, batched
+from cmamae.es import CMAES, LMMAES, OpenAIES, SepCMAES
 
 N = 6
 ARCHIVE = GridArchive(
@@ -31,8 +32,89 @@ def test_ask_shapes_and_vmap_equals_map():
         state = em.init(jax.random.key(0), jnp.zeros(N))
         x, state = em.ask(jax.random.key(1), state)
         assert x.shape == (em.batch_size, N) == (12, N)
+        # The asked batch is kept in the state (the buffer the next ask writes into).
+        np.testing.assert_array_equal(np.asarray(state.solutions), np.asarray(x))
         outs.append(np.asarray(x))
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "strategy", [SepCMAES(popsize=6, sigma0=0.3), LMMAES(popsize=4, sigma0=0.3)]
+)
+def test_vmap_and_map_agree_over_iterations_with_restarts(strategy):
+    """Same keys, same results (up to rounding) through ask, insertion, tell and restarts."""
+    archive = GridArchive(
+        solution_dim=N, dims=(5, 5), ranges=[(-1, 1)] * 2, learning_rate=0.5, threshold_min=0.0
+    )
+    finals = []
+    for batching in ("vmap", "map"):
+        em = EvolutionStrategyEmitter(
+            strategy, num_emitters=3, restart_rule="no_improvement", batching=batching
+        )
+        step = jax.jit(lambda k, s, a, em=em: _step(em, archive, k, s, a), donate_argnums=(1, 2))
+        state, astate = em.init(jax.random.key(0), jnp.zeros(N)), archive.init()
+        for i in range(15):
+            state, astate = step(jax.random.key(i), state, astate)
+        finals.append((state, astate))
+    (s_v, a_v), (s_m, a_m) = finals
+    assert int(jnp.sum(s_v.restarts)) > 0  # the restart path ran
+    np.testing.assert_array_equal(np.asarray(s_v.restarts), np.asarray(s_m.restarts))
+    for a, b in zip(jax.tree.leaves((s_v, a_v)), jax.tree.leaves((s_m, a_m)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-5)
+
+
+def _step(em, archive, key, state, astate):
+    k_ask, k_tell = jax.random.split(key)
+    x, state = em.ask(k_ask, state)
+    # Objectives peak at a corner, so the archive fills slowly and emitters stall.
+    objectives = 1.0 - jnp.sum((x - 0.5) ** 2, axis=1)
+    measures = jnp.tanh(x[:, :2])
+    astate, info = archive.add(astate, x, objectives, measures)
+    state = em.tell(k_tell, state, archive, astate, x, objectives, measures, info)
+    return state, astate
+
+
+def test_auto_batching_rule():
+    """Batching "auto" (the default) is vmap below AUTO_MAP_FROM[es] and the sequential loop
+    from it on: the crossover measured on the 2-core CPU (the emitter's module docstring)."""
+    assert EvolutionStrategyEmitter(SepCMAES(popsize=4, sigma0=0.1)).batching == "auto"
+    assert AUTO_MAP_FROM == {"cma-es": 500, "sep-cma-es": 1000, "lm-ma-es": 1000, "openai-es": 1000}
+    cases = [
+        (SepCMAES(popsize=40, sigma0=0.02), {100: "vmap", 999: "vmap", 1000: "map", 20000: "map"}),
+        (LMMAES(popsize=40, sigma0=0.02, k=40), {100: "vmap", 1000: "map", 20000: "map"}),
+        (OpenAIES(popsize=40, sigma0=0.02), {100: "vmap", 1000: "map"}),
+        (CMAES(popsize=36, sigma0=0.5), {100: "vmap", 499: "vmap", 500: "map"}),
+    ]
+    for strategy, expected in cases:
+        em = EvolutionStrategyEmitter(strategy, num_emitters=5)
+        assert {n: em.resolved_batching(n) for n in expected} == expected, strategy.name
+    for mode in ("vmap", "map"):
+        em = EvolutionStrategyEmitter(SepCMAES(popsize=4, sigma0=0.1), batching=mode)
+        assert em.resolved_batching(100) == em.resolved_batching(20000) == mode
+
+
+def test_map_loop_passes_unchanged_outputs_through_and_fills_into():
+    """The loop mode hands back inputs that fn returns unchanged (no copy through the loop),
+    writes fn's first output into ``into`` when given, and agrees with vmap."""
+    table = jnp.arange(24.0).reshape(3, 2, 4)  # stands for a per-instance noise table
+
+    def fn(key, state):
+        x = state["table"] * jax.random.uniform(key, (2, 1))
+        return x, {"table": state["table"], "count": state["count"] + 1}
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    state = {"table": table, "count": jnp.zeros(3, jnp.int32)}
+    x_v, s_v = batched(fn, "vmap")(keys, state)
+    x_m, s_m = batched(fn, "map")(keys, state)
+    assert s_m["table"] is table
+    np.testing.assert_array_equal(np.asarray(s_m["count"]), [1, 1, 1])
+    np.testing.assert_allclose(np.asarray(x_m), np.asarray(x_v), rtol=1e-6)
+    into = jnp.zeros((6, 4))
+    for mode in ("vmap", "map"):
+        x_f, _ = batched(fn, mode, into=into)(keys, state)
+        np.testing.assert_allclose(np.asarray(x_f), np.asarray(x_v).reshape(6, 4), rtol=1e-6)
+    with pytest.raises(ValueError, match="into"):
+        batched(fn, "map", into=jnp.zeros((5, 4)))(keys, state)
 
 
 def test_no_improvement_restart_moves_mean_to_an_elite():
@@ -113,6 +195,7 @@ def test_mutation_emitters_sample_around_elites():
         (dict(ranker="best"), "ranker"),
         (dict(restart_rule="sometimes"), "restart_rule"),
         (dict(batching="pmap"), "batching"),
+        (dict(batching="unroll"), "batching"),
         (dict(num_emitters=0), "num_emitters"),
     ],
 )
