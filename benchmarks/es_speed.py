@@ -140,7 +140,8 @@ def random_settings(dims) -> str:
         f"PRNG: jax default impl {jax.config.jax_default_prng_impl!r}, "
         f"jax_threefry_partitionable={jax.config.jax_threefry_partitionable} (ours, evosax)\n"
         f"ours 'table': noise table of N(0,1) floats per instance ({sizes} entries), contiguous "
-        "slices at random offsets times random signs (cmamae.es._common.standard_normal)\n"
+        "slices at random offsets times random signs (cmamae.es._common.standard_normal; "
+        "offsets and signs drawn with jax_threefry_partitionable=False)\n"
         "ours 'normal': jax.random.normal; pyribs: NumPy default_rng (PCG64), float32\n"
     )
 

@@ -149,20 +149,28 @@ def standard_normal(key: jax.Array, table: jax.Array, shape: tuple[int, int], dt
     if size < n:
         raise ValueError(f"noise table of {size} entries is shorter than a sample ({n})")
     k_off, k_sign = jax.random.split(key)
+    # The offsets and sign bits are drawn with the classic (non-partitionable) threefry layout:
+    # on a CPU it halves the cost of these draws inside the fused sampling loop (measured at
+    # n = 20,000: OpenAI-ES ask+tell 6.3-9.6 -> 4.2 ms, sep-CMA-ES 9-10 -> 5.4 ms).
+    with jax.threefry_partitionable(False):
+        offsets, words = _table_draws(k_off, k_sign, m, n, size)
+    values = jax.vmap(lambda o: jax.lax.dynamic_slice_in_dim(table, o, n))(offsets)
+    # Bit b of word w is the sign of entry 32 w + b.
+    bits = (words[:, :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    signs = 1 - 2 * bits.reshape(m, -1)[:, :n].astype(dtype)
+    return values * signs
+
+
+def _table_draws(k_off, k_sign, m: int, n: int, size: int):
+    """Row offsets ``(m,)`` into a table of ``size`` and sign words ``(m, ceil(n / 32))``."""
     # Offsets uniform in [0, S - n], by scaling a uniform float rather than by randint: XLA
     # fuses this small computation into the per-number loop, where randint's integer
     # remainders would be redone for every number (5x slower at n = 20,000).
     count = size - n + 1
     u = jax.random.uniform(k_off, (m,), jnp.float32)
     offsets = jnp.minimum((u * count).astype(jnp.int32), count - 1)
-    # Contiguous slices (a gather of whole rows, which XLA's CPU backend copies at memory
-    # speed; an element-wise gather with wrap-around costs ~4x more).
-    values = jax.vmap(lambda o: jax.lax.dynamic_slice_in_dim(table, o, n))(offsets)
     words = jax.random.bits(k_sign, (m, -(-n // 32)), jnp.uint32)
-    # Bit b of word w is the sign of entry 32 w + b.
-    bits = (words[:, :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
-    signs = 1 - 2 * bits.reshape(m, -1)[:, :n].astype(dtype)
-    return values * signs
+    return offsets, words
 
 
 # --------------------------------------------------------------------------- row loops
