@@ -11,7 +11,7 @@ from cmamae import AskTell, Scheduler, compiled_run
 from cmamae.archives import GridArchive
 from cmamae.emitters import EvolutionStrategyEmitter, GaussianEmitter
 from cmamae.es import SepCMAES
-from cmamae.loop import _run_chunk
+from cmamae.loop import run_chunk
 
 N = 8
 
@@ -145,7 +145,7 @@ def test_archives_are_updated_in_place(batching):
         step.lower(jax.random.key(1), state).compile().as_text(),
         compiled_run.lower(sched, jax.random.key(1), state, evaluate, 3).compile().as_text(),
         # cmamae.run's chunk: every seed's archives in one (seeds, cells, n) buffer.
-        _run_chunk.lower(sched, jax.random.split(jax.random.key(1), 2), seeds, evaluate, 3)
+        run_chunk.lower(sched, jax.random.split(jax.random.key(1), 2), seeds, evaluate, 3)
         .compile()
         .as_text(),
     ]

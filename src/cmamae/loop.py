@@ -44,6 +44,20 @@ class RunResult:
         return {k: v[:, -1] for k, v in self.metrics.items()}
 
 
+def seed_keys(key: jax.Array, seeds: int) -> tuple[jax.Array, jax.Array]:
+    """``(init_keys, run_keys)``, each ``(seeds,)``: how a run's key becomes per-seed keys.
+
+    One derivation for :func:`run` and the experiment runner, so a run started either way
+    draws the same random numbers."""
+    k_init, k_run = jax.random.split(key)
+    return jax.random.split(k_init, seeds), jax.random.split(k_run, seeds)
+
+
+def init_states(scheduler: Scheduler, task, init_keys: jax.Array) -> SchedulerState:
+    """Fresh scheduler states with a leading seed axis, one per key of ``init_keys``."""
+    return _init_seeds(scheduler, task.initial_solution, init_keys)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _init_seeds(scheduler: Scheduler, initial_solution: Callable, keys):
     def one(key):
@@ -54,7 +68,7 @@ def _init_seeds(scheduler: Scheduler, initial_solution: Callable, keys):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4), donate_argnums=(2,))
-def _run_chunk(scheduler: Scheduler, keys, states, evaluate: Callable, iterations: int):
+def run_chunk(scheduler: Scheduler, keys, states, evaluate: Callable, iterations: int):
     run_one = lambda key, state: scheduler.run(key, state, evaluate, iterations)
     return jax.vmap(run_one)(keys, states)
 
@@ -86,15 +100,14 @@ def run(
     iterations = evals // scheduler.batch_size
     chunk = iterations if chunk_iterations is None else max(1, min(chunk_iterations, iterations))
     key = jax.random.key(0) if key is None else key
-    k_init, k_run = jax.random.split(key)
-    states = _init_seeds(scheduler, task.initial_solution, jax.random.split(k_init, seeds))
-    run_keys = jax.random.split(k_run, seeds)
+    init_keys, run_keys = seed_keys(key, seeds)
+    states = init_states(scheduler, task, init_keys)
 
     pieces: list[dict[str, np.ndarray]] = []
     done = 0
     for _ in range(math.ceil(iterations / chunk)):
         length = min(chunk, iterations - done)
-        states, metrics = _run_chunk(scheduler, run_keys, states, task.evaluate, length)
+        states, metrics = run_chunk(scheduler, run_keys, states, task.evaluate, length)
         pieces.append(jax.tree_util.tree_map(np.asarray, metrics))
         done += length
         if on_chunk is not None:

@@ -254,6 +254,16 @@ class ArchiveBase(abc.ABC):
     def measure_dim(self) -> int:
         """m, the number of measures."""
 
+    @property
+    def lower_bounds(self) -> np.ndarray:
+        """``(measure_dim,)`` lower bounds of ``ranges``, in ``dtype``."""
+        return np.array([r[0] for r in self.ranges], dtype=self.dtype)
+
+    @property
+    def upper_bounds(self) -> np.ndarray:
+        """``(measure_dim,)`` upper bounds of ``ranges``, in ``dtype``."""
+        return np.array([r[1] for r in self.ranges], dtype=self.dtype)
+
     # ``cells`` (the number of cells) is a property (grid) or a field (CVT) of each subclass;
     # declaring it here would give the CVT field a default.
 

@@ -135,16 +135,6 @@ class CVTArchive(ArchiveBase):
     def measure_dim(self) -> int:
         return len(self.ranges)
 
-    @property
-    def lower_bounds(self) -> np.ndarray:
-        """``(measure_dim,)`` lower bounds of ``ranges``, in ``dtype``."""
-        return np.array([r[0] for r in self.ranges], dtype=self.dtype)
-
-    @property
-    def upper_bounds(self) -> np.ndarray:
-        """``(measure_dim,)`` upper bounds of ``ranges``, in ``dtype``."""
-        return np.array([r[1] for r in self.ranges], dtype=self.dtype)
-
     def index_of(self, measures: jax.Array) -> jax.Array:
         """Index ``(batch,)`` int32 of the nearest centroid to each row of ``measures``
         ``(batch, measure_dim)``. O(batch · cells · measure_dim) time, O(batch · cells) memory.

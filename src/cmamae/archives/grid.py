@@ -68,16 +68,6 @@ class GridArchive(ArchiveBase):
         return len(self.dims)
 
     @property
-    def lower_bounds(self) -> np.ndarray:
-        """``(measure_dim,)`` lower bounds, in ``dtype``."""
-        return np.array([r[0] for r in self.ranges], dtype=self.dtype)
-
-    @property
-    def upper_bounds(self) -> np.ndarray:
-        """``(measure_dim,)`` upper bounds, in ``dtype``."""
-        return np.array([r[1] for r in self.ranges], dtype=self.dtype)
-
-    @property
     def boundaries(self) -> tuple[np.ndarray, ...]:
         """Per dimension i, the ``dims[i] + 1`` cell edges: cell j spans
         ``[boundaries[i][j], boundaries[i][j + 1]]``."""

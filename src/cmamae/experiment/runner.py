@@ -31,7 +31,7 @@ from cmamae import rundir
 from cmamae.experiment import checkpoint
 from cmamae.experiment.config import ConfigError, ResolvedRun, RunConfig
 from cmamae.experiment.progress import BarProgress, LogProgress
-from cmamae.loop import _init_seeds, _run_chunk
+from cmamae.loop import init_states, run_chunk, seed_keys
 
 _STAT_COLUMNS = [c for c in rundir.METRIC_COLUMNS if c not in ("seed", "iteration", "evals_per_s")]
 
@@ -88,29 +88,25 @@ def resume(
     return _execute(resolved, run_dir, quiet=quiet, tensorboard=tensorboard, plots=plots)
 
 
+@contextlib.contextmanager
 def _stop_on_signals():
-    """A context whose ``flag`` is set by the first SIGINT/SIGTERM (the second aborts)."""
+    """Yields an Event that the first SIGINT/SIGTERM sets (the second aborts at once)."""
     stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
 
-    @contextlib.contextmanager
-    def ctx():
-        if threading.current_thread() is not threading.main_thread():
-            yield stop
-            return
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
 
-        def handler(signum, frame):
-            if stop.is_set():
-                raise KeyboardInterrupt
-            stop.set()
-
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield stop
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-    return ctx()
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _tensorboard_writer(run_dir: Path):
@@ -191,18 +187,16 @@ def _execute(resolved: ResolvedRun, run_dir: Path, **kw) -> RunOutcome:
 def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, plots):
     task, scheduler = resolved.task, resolved.algorithm.scheduler
     batch = scheduler.batch_size
-    k_init, k_run = jax.random.split(jax.random.key(resolved.config.seed))
-    init_keys = jax.random.split(k_init, resolved.seeds)
-    run_keys = jax.random.split(k_run, resolved.seeds)
+    init_keys, run_keys = seed_keys(jax.random.key(resolved.config.seed), resolved.seeds)
     ckpt_dir = run_dir / rundir.CHECKPOINT_DIR
     writer = _tensorboard_writer(run_dir) if tensorboard else None
 
-    template = jax.eval_shape(lambda k: _init_seeds(scheduler, task.initial_solution, k), init_keys)
+    template = jax.eval_shape(lambda k: init_states(scheduler, task, k), init_keys)
     found = checkpoint.load_latest(ckpt_dir, template)  # warns about each file it skips
     if found is None:
         if checkpoint.list_checkpoints(ckpt_dir):
             warnings.warn("no valid checkpoint; starting the run over", stacklevel=2)
-        done, states, rows = 0, _init_seeds(scheduler, task.initial_solution, init_keys), []
+        done, states, rows = 0, init_states(scheduler, task, init_keys), []
         resumed_from = None
     else:
         done, states = found
@@ -220,7 +214,7 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
             length = min(resolved.chunk, next_ckpt - done, resolved.iterations - done)
             if length not in compiled:
                 t0 = time.perf_counter()
-                compiled[length] = _run_chunk.lower(
+                compiled[length] = run_chunk.lower(
                     scheduler, run_keys, states, task.evaluate, length
                 ).compile()
                 progress.message(
