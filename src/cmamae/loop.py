@@ -53,6 +53,35 @@ def seed_keys(key: jax.Array, seeds: int) -> tuple[jax.Array, jax.Array]:
     return jax.random.split(k_init, seeds), jax.random.split(k_run, seeds)
 
 
+def evaluate_fn(scheduler: Scheduler, task, algo_name: str = "the algorithm") -> Callable:
+    """The task function the compiled loop calls: ``task.evaluate``, or
+    ``task.evaluate_transitions`` when an emitter of ``scheduler`` learns from transitions.
+
+    Raises:
+        ValueError: the scheduler needs transitions and the task cannot provide them.
+    """
+    if not scheduler.needs_transitions:
+        return task.evaluate
+    if task.evaluate_transitions is None:
+        from cmamae import tasks
+
+        able = [n for n in tasks.names() if _has_transitions(n)]
+        raise ValueError(
+            f"{algo_name} needs transitions from the task's rollouts; task {task.name!r} "
+            f"cannot provide them (tasks that can: {able})"
+        )
+    return task.evaluate_transitions
+
+
+def _has_transitions(name: str) -> bool:
+    from cmamae import tasks
+
+    try:
+        return tasks.get(name).evaluate_transitions is not None
+    except Exception:  # a task whose optional dependency is missing
+        return False
+
+
 def init_states(scheduler: Scheduler, task, init_keys: jax.Array) -> SchedulerState:
     """Fresh scheduler states with a leading seed axis, one per key of ``init_keys``."""
     return _init_seeds(scheduler, task.initial_solution, init_keys)
@@ -85,19 +114,23 @@ def run(
     """Run ``algo`` (an :class:`cmamae.algorithms.Algorithm`) on ``task`` for ``evals``
     evaluations per seed, all ``seeds`` in one compiled program.
 
-    The budget is exact in whole iterations: ``evals // batch_size`` iterations of
-    ``batch_size`` evaluations (a ValueError if that is zero). ``chunk_iterations`` (default:
-    all) bounds how many iterations one compiled call advances; ``on_chunk(iterations_done,
-    metrics_so_far)`` is called on the host after each chunk.
+    The budget is exact in whole iterations: ``evals // e`` iterations of ``e =
+    scheduler.evaluations_per_iteration`` evaluations (the main batch plus any gradient
+    samples; a ValueError if that is zero). ``chunk_iterations`` (default: all) bounds how
+    many iterations one compiled call advances; ``on_chunk(iterations_done, metrics_so_far)``
+    is called on the host after each chunk.
     """
     scheduler = algo.scheduler
-    if isinstance(evals, bool) or not isinstance(evals, int) or evals < scheduler.batch_size:
+    per_iteration = scheduler.evaluations_per_iteration
+    if isinstance(evals, bool) or not isinstance(evals, int) or evals < per_iteration:
         raise ValueError(
-            f"evals must be an integer >= the batch size {scheduler.batch_size}, got {evals!r}"
+            f"evals must be an integer >= the evaluations of one iteration {per_iteration}, "
+            f"got {evals!r}"
         )
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
-    iterations = evals // scheduler.batch_size
+    evaluate = evaluate_fn(scheduler, task, repr(algo.name))
+    iterations = evals // per_iteration
     chunk = iterations if chunk_iterations is None else max(1, min(chunk_iterations, iterations))
     key = jax.random.key(0) if key is None else key
     init_keys, run_keys = seed_keys(key, seeds)
@@ -107,7 +140,7 @@ def run(
     done = 0
     for _ in range(math.ceil(iterations / chunk)):
         length = min(chunk, iterations - done)
-        states, metrics = run_chunk(scheduler, run_keys, states, task.evaluate, length)
+        states, metrics = run_chunk(scheduler, run_keys, states, evaluate, length)
         pieces.append(jax.tree_util.tree_map(np.asarray, metrics))
         done += length
         if on_chunk is not None:

@@ -81,8 +81,25 @@ class Scheduler:
 
     @property
     def batch_size(self) -> int:
-        """Solutions per iteration, all emitter groups together."""
+        """Solutions of the main ask per iteration, all emitter groups together."""
         return sum(e.batch_size for e in self.emitters)
+
+    @property
+    def grad_batch_size(self) -> int:
+        """Solutions of the pre-phase per iteration (gradient samples), all groups together."""
+        return sum(e.grad_batch_size for e in self.emitters)
+
+    @property
+    def evaluations_per_iteration(self) -> int:
+        """Evaluations one iteration costs: the pre-phase and the main batch."""
+        return self.batch_size + self.grad_batch_size
+
+    @property
+    def needs_transitions(self) -> bool:
+        """Whether ``evaluate`` must also return the rollouts' transitions (some emitter
+        learns from them): ``evaluate(solutions, key) -> (objectives, measures,
+        transitions)``."""
+        return any(e.needs_transitions for e in self.emitters)
 
     @property
     def best_archive(self):
@@ -120,6 +137,70 @@ class Scheduler:
         solutions = jnp.concatenate([x for x, _ in outs])
         return solutions, state.replace(emitters=tuple(s for _, s in outs))
 
+    def ask_grad(self, key: jax.Array, state: SchedulerState) -> tuple[jax.Array, SchedulerState]:
+        """Pre-phase: ``(grad_batch_size, n)`` solutions from the groups that have one, in
+        group order."""
+        keys = jax.random.split(key, len(self.emitters))
+        parts, emitter_states = [], []
+        for e, k, s in zip(self.emitters, keys, state.emitters):
+            if e.grad_batch_size > 0:
+                x, s = e.ask_grad(k, s, self.archive, state.archive)
+                parts.append(x)
+            emitter_states.append(s)
+        return jnp.concatenate(parts), state.replace(emitters=tuple(emitter_states))
+
+    def tell_grad(
+        self,
+        key: jax.Array,
+        state: SchedulerState,
+        solutions: jax.Array,
+        objectives: jax.Array,
+        measures: jax.Array,
+        transitions=None,
+    ) -> tuple[SchedulerState, AddInfo]:
+        """Tell every group with a pre-phase its slice of the evaluated pre-phase batch
+        (``(grad_batch_size, ...)``; ``transitions`` sliced likewise), then insert the rows
+        the groups ask to insert into the archive and the result archive. Returns the
+        archive's info for the pre-phase batch (status 0 for rows not inserted)."""
+        _check_rows("pre-phase solutions", solutions, self.grad_batch_size)
+        keys = jax.random.split(key, len(self.emitters))
+        emitter_states, masks, start = [], [], 0
+        for e, k, s in zip(self.emitters, keys, state.emitters):
+            if e.grad_batch_size > 0:
+                part = _rows(start, e.grad_batch_size)
+                s, insert = e.tell_grad(
+                    k,
+                    s,
+                    self.archive,
+                    state.archive,
+                    solutions[part],
+                    objectives[part],
+                    measures[part],
+                    _slice(transitions, part),
+                )
+                masks.append(insert)
+                start += e.grad_batch_size
+            emitter_states.append(s)
+        archive_state, result, info = self._insert(
+            state, solutions, objectives, measures, jnp.concatenate(masks)
+        )
+        state = state.replace(
+            archive=archive_state,
+            result=result,
+            emitters=tuple(emitter_states),
+            evaluations=state.evaluations + self.grad_batch_size,
+        )
+        return state, info
+
+    def _insert(self, state, solutions, objectives, measures, mask=None):
+        archive_state, info = self.archive.add(
+            state.archive, solutions, objectives, measures, mask
+        )
+        result = state.result
+        if self.result_archive is not None:
+            result, _ = self.result_archive.add(result, solutions, objectives, measures, mask)
+        return archive_state, result, info
+
     def tell(
         self,
         key: jax.Array,
@@ -127,24 +208,22 @@ class Scheduler:
         solutions: jax.Array,
         objectives: jax.Array,
         measures: jax.Array,
+        transitions=None,
     ) -> tuple[SchedulerState, AddInfo]:
         """Insert the evaluated batch (shapes ``(batch_size, n)``, ``(batch_size,)``,
-        ``(batch_size, m)``) and tell every emitter group its slice. Returns the archive's
-        info for the batch."""
-        if solutions.shape[0] != self.batch_size:
-            raise ValueError(
-                f"solutions must have {self.batch_size} rows (one per asked solution), "
-                f"got shape {solutions.shape}"
-            )
-        archive_state, info = self.archive.add(state.archive, solutions, objectives, measures)
-        result = state.result
-        if self.result_archive is not None:
-            result, _ = self.result_archive.add(result, solutions, objectives, measures)
+        ``(batch_size, m)``) and tell every emitter group its slice; groups that
+        :attr:`~cmamae.emitters.Emitter.needs_transitions` also get the whole batch's
+        ``transitions``. Returns the archive's info for the batch."""
+        _check_rows("solutions", solutions, self.batch_size)
+        if self.needs_transitions and transitions is None:
+            raise ValueError("transitions are required: an emitter learns from them")
+        archive_state, result, info = self._insert(state, solutions, objectives, measures)
         keys = jax.random.split(key, len(self.emitters))
         emitter_states, start = [], 0
         for e, k, s in zip(self.emitters, keys, state.emitters):
-            part = slice(start, start + e.batch_size)
-            part_info = jax.tree_util.tree_map(lambda a, p=part: a[p], info)
+            part = _rows(start, e.batch_size)
+            part_info = _slice(info, part)
+            extra = dict(transitions=transitions) if e.needs_transitions else {}
             emitter_states.append(
                 e.tell(
                     k,
@@ -155,6 +234,7 @@ class Scheduler:
                     objectives[part],
                     measures[part],
                     part_info,
+                    **extra,
                 )
             )
             start += e.batch_size
@@ -172,11 +252,16 @@ class Scheduler:
         return self.best_archive.stats(self.best_state(state))
 
     def step(self, key: jax.Array, state: SchedulerState, evaluate) -> SchedulerState:
-        """One iteration: ask, ``evaluate(solutions, key) -> (objectives, measures)``, tell."""
+        """One iteration: the pre-phase when there is one (ask_grad, evaluate, tell_grad),
+        then ask, ``evaluate(solutions, key) -> (objectives, measures)`` (plus
+        ``transitions`` when :attr:`needs_transitions`), tell."""
+        if self.grad_batch_size > 0:
+            k_ask, k_eval, k_tell = jax.random.split(jax.random.fold_in(key, 1), 3)
+            solutions, state = self.ask_grad(k_ask, state)
+            state, _ = self.tell_grad(k_tell, state, solutions, *evaluate(solutions, k_eval))
         k_ask, k_eval, k_tell = jax.random.split(key, 3)
         solutions, state = self.ask(k_ask, state)
-        objectives, measures = evaluate(solutions, k_eval)
-        state, _ = self.tell(k_tell, state, solutions, objectives, measures)
+        state, _ = self.tell(k_tell, state, solutions, *evaluate(solutions, k_eval))
         return state
 
     def run(self, key: jax.Array, state: SchedulerState, evaluate, iterations: int):
@@ -205,6 +290,23 @@ def _init(scheduler: Scheduler, key, x0) -> SchedulerState:
     return scheduler._init(key, x0)
 
 
+def _rows(start: int, size: int) -> slice:
+    return slice(start, start + size)
+
+
+def _slice(tree, part: slice):
+    """Rows ``part`` of every leaf of ``tree`` (None stays None)."""
+    return None if tree is None else jax.tree_util.tree_map(lambda a: a[part], tree)
+
+
+def _check_rows(name: str, solutions, expected: int) -> None:
+    if solutions.shape[0] != expected:
+        raise ValueError(
+            f"{name} must have {expected} rows (one per asked solution), "
+            f"got shape {solutions.shape}"
+        )
+
+
 def _as_dict(obj) -> dict[str, Any]:
     """Fields of a pytree dataclass (shallow, trace-safe, unlike ``dataclasses.asdict``)."""
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
@@ -228,6 +330,12 @@ class AskTell:
     """
 
     def __init__(self, scheduler: Scheduler, x0, seed: int = 0):
+        if scheduler.grad_batch_size > 0 or scheduler.needs_transitions:
+            raise ValueError(
+                "scheduler: AskTell drives one ask/tell per iteration of plain objectives and "
+                "measures; emitters with a gradient pre-phase or that learn from transitions "
+                "need the compiled loop (cmamae.run with a JAX task)"
+            )
         self.scheduler = scheduler
         self._key, k_init = jax.random.split(jax.random.key(seed))
         self.state = scheduler.init(k_init, x0)

@@ -318,6 +318,7 @@ class ArchiveBase(abc.ABC):
         solutions: jax.Array,
         objectives: jax.Array,
         measures: jax.Array,
+        mask: jax.Array | None = None,
     ) -> tuple[ArchiveState, AddInfo]:
         """Insert a batch; pyribs 0.12's batch rule (module docstring).
 
@@ -326,6 +327,8 @@ class ArchiveBase(abc.ABC):
             solutions: ``(batch, solution_dim)``.
             objectives: ``(batch,)``, higher is better.
             measures: ``(batch, measure_dim)``.
+            mask: optional ``(batch,)`` bool; rows where it is False are skipped as if absent
+                from the batch (status 0, value 0, index -1, not counted as invalid).
 
         Returns:
             The new state and an :class:`AddInfo` of ``(batch,)`` arrays. Non-finite objectives
@@ -333,9 +336,16 @@ class ArchiveBase(abc.ABC):
             ``num_invalid`` instead of raising as pyribs does.
         """
         solutions, objectives, measures = self._check_batch(solutions, objectives, measures)
-        return _jit_method("_add")(self, state, solutions, objectives, measures)
+        if mask is not None:
+            mask = jnp.asarray(mask)
+            if mask.shape != objectives.shape or mask.dtype != jnp.bool_:
+                raise ValueError(
+                    f"mask must be a bool array of shape {objectives.shape}, "
+                    f"got {mask.dtype} {mask.shape}"
+                )
+        return _jit_method("_add")(self, state, solutions, objectives, measures, mask)
 
-    def _add(self, state, solutions, objectives, measures):
+    def _add(self, state, solutions, objectives, measures, mask=None):
         dt = state.objectives.dtype
         solutions = solutions.astype(state.solutions.dtype)
         objectives = objectives.astype(dt)
@@ -349,7 +359,9 @@ class ArchiveBase(abc.ABC):
         tmin = jnp.asarray(self.threshold_min, dt)
 
         # Per solution, against the archive before the batch.
-        valid = jnp.isfinite(objectives) & jnp.all(jnp.isfinite(measures), axis=1)
+        finite = jnp.isfinite(objectives) & jnp.all(jnp.isfinite(measures), axis=1)
+        submitted = jnp.ones_like(finite) if mask is None else mask
+        valid = finite & submitted
         index = self.index_of(jnp.where(valid[:, None], measures, 0))
         occ = state.occupied[index]
         cur_t = jnp.where(occ, state.thresholds[index], tmin)
@@ -410,7 +422,7 @@ class ArchiveBase(abc.ABC):
             objectives=state.objectives.at[target].set(objectives, **by_row),
             measures=state.measures.at[target].set(measures, **by_row),
             thresholds=state.thresholds.at[rows].set(new_t.astype(dt), **scatter),
-            num_invalid=state.num_invalid + jnp.sum(~valid, dtype=jnp.int32),
+            num_invalid=state.num_invalid + jnp.sum(submitted & ~finite, dtype=jnp.int32),
         )
         return new_state, info
 

@@ -23,6 +23,18 @@ class Emitter(abc.ABC):
     def batch_size(self) -> int:
         """Solutions returned by one ``ask``."""
 
+    @property
+    def grad_batch_size(self) -> int:
+        """Solutions evaluated in this emitter's pre-phase each iteration, before its main
+        ``ask`` (samples for gradient estimates, the point whose gradients are taken); they
+        count in the evaluation budget. 0 (the default): no pre-phase."""
+        return 0
+
+    @property
+    def needs_transitions(self) -> bool:
+        """Whether ``tell`` (and ``tell_grad``) want the rollouts' transitions."""
+        return False
+
     @abc.abstractmethod
     def init(self, key: jax.Array, x0: jax.Array) -> Any:
         """Emitter state for solutions like ``x0`` ``(n,)``."""
@@ -30,6 +42,29 @@ class Emitter(abc.ABC):
     @abc.abstractmethod
     def ask(self, key: jax.Array, state: Any, archive, archive_state) -> tuple[jax.Array, Any]:
         """``(batch_size, n)`` solutions and the new emitter state."""
+
+    def ask_grad(
+        self, key: jax.Array, state: Any, archive, archive_state
+    ) -> tuple[jax.Array, Any]:
+        """Pre-phase: ``(grad_batch_size, n)`` solutions to evaluate and the new state. Only
+        called when ``grad_batch_size > 0``."""
+        raise NotImplementedError(f"{type(self).__name__} has no pre-phase")
+
+    def tell_grad(
+        self,
+        key: jax.Array,
+        state: Any,
+        archive,
+        archive_state,
+        solutions: jax.Array,
+        objectives: jax.Array,
+        measures: jax.Array,
+        transitions=None,
+    ) -> tuple[Any, jax.Array]:
+        """Pre-phase results (``(grad_batch_size, ...)`` arrays; ``transitions`` only when
+        :attr:`needs_transitions`). Returns the new state and an ``(grad_batch_size,)`` bool
+        mask of the rows to insert into the archive before the main ``ask``."""
+        raise NotImplementedError(f"{type(self).__name__} has no pre-phase")
 
     def tell(
         self,
@@ -41,11 +76,14 @@ class Emitter(abc.ABC):
         objectives: jax.Array,
         measures: jax.Array,
         info,
+        transitions=None,
     ) -> Any:
         """Learn from this emitter's evaluated ``solutions`` ``(batch_size, n)``, their
         ``objectives`` ``(batch_size,)``, ``measures`` ``(batch_size, m)`` and the archive's
         ``info`` for them (status, value). ``archive_state`` is the archive after insertion.
-        Emitters that do not learn keep their state."""
+        ``transitions`` (only for emitters that :attr:`needs_transitions`) are the whole
+        batch's, every emitter group's. Emitters that do not learn keep their state."""
+        del transitions
         del key, archive, archive_state, solutions, objectives, measures, info
         return state
 

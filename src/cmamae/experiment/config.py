@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cmamae import algorithms, tasks
+from cmamae.loop import evaluate_fn
 
 DEFAULT_TASK = "arm"
 DEFAULT_ALGO = "sep-cma-mae"
@@ -105,7 +106,8 @@ class RunConfig:
     Attributes:
         task: task registry name; ``task_settings``: its overrides (``tasks.get``).
         algo: algorithm name; ``settings``: overrides of its defaults (``algorithms.get``).
-        evals: evaluations per seed (whole iterations: ``evals // batch_size`` of them);
+        evals: evaluations per seed, in whole iterations (``evals // e`` of them, ``e`` the
+            scheduler's ``evaluations_per_iteration``);
             None for the default budget.
         seeds: independent runs, all in one compiled program; ``seed``: the base PRNG seed.
         preset: a named budget (:func:`preset_names`), applied under explicit values.
@@ -170,7 +172,11 @@ class RunConfig:
             algo = algorithms.get(self.algo, task, **self.settings)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"algorithm settings: {err}") from None
-        batch = algo.scheduler.batch_size
+        try:
+            evaluate_fn(algo.scheduler, task, repr(self.algo))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        batch = algo.scheduler.evaluations_per_iteration
 
         evals, seeds = self.evals, self.seeds
         if self.preset is not None:
@@ -183,7 +189,7 @@ class RunConfig:
             seeds = presets[self.preset]["seeds"] if seeds is None else seeds
         evals = DEFAULT_ITERATIONS * batch if evals is None else evals
         seeds = DEFAULT_SEEDS if seeds is None else seeds
-        _check_int("evals", evals, batch, f"the batch size of {self.algo!r} ({batch})")
+        _check_int("evals", evals, batch, f"one iteration of {self.algo!r} ({batch} evaluations)")
         _check_int("seeds", seeds, 1, "1")
         _check_int("seed", self.seed, 0, "0")
         iterations = evals // batch
@@ -253,7 +259,7 @@ class ResolvedRun:
             "seeds": self.seeds,
             "seed": c.seed,
             "iterations": self.iterations,
-            "batch_size": self.algorithm.scheduler.batch_size,
+            "batch_size": self.algorithm.scheduler.evaluations_per_iteration,
             "checkpoint_every": self.checkpoint_every,
             "log_every": self.log_every,
             "chunk": self.chunk,

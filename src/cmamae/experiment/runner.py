@@ -31,7 +31,7 @@ from cmamae import rundir
 from cmamae.experiment import checkpoint
 from cmamae.experiment.config import ConfigError, ResolvedRun, RunConfig
 from cmamae.experiment.progress import BarProgress, LogProgress
-from cmamae.loop import init_states, run_chunk, seed_keys
+from cmamae.loop import evaluate_fn, init_states, run_chunk, seed_keys
 
 _STAT_COLUMNS = [c for c in rundir.METRIC_COLUMNS if c not in ("seed", "iteration", "evals_per_s")]
 
@@ -186,7 +186,8 @@ def _execute(resolved: ResolvedRun, run_dir: Path, **kw) -> RunOutcome:
 
 def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, plots):
     task, scheduler = resolved.task, resolved.algorithm.scheduler
-    batch = scheduler.batch_size
+    batch = scheduler.evaluations_per_iteration
+    evaluate = evaluate_fn(scheduler, task, repr(resolved.config.algo))
     init_keys, run_keys = seed_keys(jax.random.key(resolved.config.seed), resolved.seeds)
     ckpt_dir = run_dir / rundir.CHECKPOINT_DIR
     writer = _tensorboard_writer(run_dir) if tensorboard else None
@@ -215,7 +216,7 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
             if length not in compiled:
                 t0 = time.perf_counter()
                 compiled[length] = run_chunk.lower(
-                    scheduler, run_keys, states, task.evaluate, length
+                    scheduler, run_keys, states, evaluate, length
                 ).compile()
                 progress.message(
                     f"compiled a {length}-iteration chunk in {time.perf_counter() - t0:.1f} s"

@@ -3,10 +3,13 @@
 ``tasks.get(name, **overrides)`` builds a registered task, ``tasks.names()`` lists them:
 the CMA-MAE paper's benchmarks ("sphere", "rastrigin", "plateau", "arm") and the pendulum
 swing-up ("pendulum"). Policies (:class:`MLPPolicy`) map flat parameter vectors to actions.
+Host-evaluated tasks (:class:`~cmamae.tasks.host.HostTask`, simulators that are not JAX):
+QDGym on PyBullet ("qd-ant", ...) and the locomotion robots on native MuJoCo ("ant-native", ...).
 """
 
 from cmamae.tasks import benchmarks, locomotion, pendulum  # noqa: F401  (registers the tasks)
-from cmamae.tasks.base import Bound, Task, bind, get, names, register
+from cmamae.tasks import host_native, qdgym  # noqa: F401  (registers the host tasks)
+from cmamae.tasks.base import Bound, Task, Transitions, bind, get, names, register
 from cmamae.tasks.benchmarks import arm_task, plateau_task, rastrigin_task, sphere_task
 from cmamae.tasks.pendulum import pendulum_task
 from cmamae.tasks.policies import MLPPolicy
@@ -15,6 +18,7 @@ __all__ = [
     "Bound",
     "MLPPolicy",
     "Task",
+    "Transitions",
     "arm_task",
     "bind",
     "get",

@@ -23,6 +23,8 @@ from typing import Any
 
 import jax
 
+from cmamae._pytree import pytree_dataclass
+
 # Task fields that ``get`` may override after the factory ran, for every task. Other fields
 # (solution_dim, the functions, the measure names) follow from the factory's own parameters.
 _REPLACEABLE = ("archive_dims", "measure_ranges", "min_f", "max_f")
@@ -51,6 +53,29 @@ def bind(fn: Callable[..., Any], **kwargs) -> Bound:
     return Bound(fn, tuple(sorted(kwargs.items())))
 
 
+@pytree_dataclass
+class Transitions:
+    """Rollout transitions of a batch of episodes; every leaf has leading axes ``(B, T)``
+    (solutions, policy steps).
+
+    Attributes:
+        obs: ``(B, T, obs_dim)`` observation before the step.
+        actions: ``(B, T, act_dim)`` the policy's action.
+        rewards: ``(B, T)`` the step's reward.
+        next_obs: ``(B, T, obs_dim)`` observation after the step.
+        dones: ``(B, T)`` 1.0 where the episode terminated at this step (reaching the episode
+            length is truncation, not termination: 0.0 there), else 0.0.
+        valid: ``(B, T)`` bool, the step was executed (it is at or before termination).
+    """
+
+    obs: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+    next_obs: jax.Array
+    dones: jax.Array
+    valid: jax.Array
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """An optimization problem: objective and measures of a batch of solution vectors.
@@ -70,6 +95,12 @@ class Task:
             ``measures`` ``(batch, len(measure_names))``. Pure and jit-able; deterministic
             tasks ignore ``key``.
         initial_solution: ``initial_solution(key) -> (solution_dim,)``, the ES starting point.
+        evaluate_transitions: optional ``evaluate_transitions(solutions, key) -> (objectives,
+            measures, transitions)``: the same objectives and measures as ``evaluate`` for the
+            same key, plus the rollouts' :class:`Transitions`; ``None`` when the task has no
+            rollouts (algorithms that learn from transitions then refuse the task).
+        policy: optional, the :class:`cmamae.tasks.policies.MLPPolicy` a solution vector
+            parameterizes (for algorithms that train or differentiate the actor).
     """
 
     name: str
@@ -81,6 +112,8 @@ class Task:
     max_f: float | None
     evaluate: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
     initial_solution: Callable[[jax.Array], jax.Array]
+    evaluate_transitions: Callable[..., tuple[jax.Array, jax.Array, Transitions]] | None = None
+    policy: Any = None
 
     def __post_init__(self):
         if not isinstance(self.solution_dim, int) or self.solution_dim < 1:
@@ -119,6 +152,12 @@ class Task:
     def num_cells(self) -> int:
         """Cells of the standard grid archive (1 for a single-objective task)."""
         return math.prod(self.archive_dims)
+
+    @property
+    def host_evaluated(self) -> bool:
+        """True when ``evaluate`` runs on the host (a simulator that is not JAX; see
+        :class:`cmamae.tasks.host.HostTask`), so the compiled loop cannot trace it."""
+        return False
 
 
 def register(name: str):
