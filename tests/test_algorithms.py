@@ -10,7 +10,7 @@ from cmamae import algorithms, tasks
 SMALL = dict(num_emitters=2, popsize=8)
 
 
-def test_names_are_the_eight_recipes():
+def test_names_are_the_recipes():
     assert set(algorithms.names()) == {
         "cma-mae",
         "sep-cma-mae",
@@ -20,6 +20,11 @@ def test_names_are_the_eight_recipes():
         "cma-es",
         "map-elites",
         "map-elites-line",
+        "cma-mega",
+        "cma-mega-es",
+        "me-es",
+        "pga-me",
+        "cma-mega-td3-es",
     }
 
 

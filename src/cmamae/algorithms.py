@@ -11,6 +11,12 @@ with the published defaults for the task's domain, overridden by keywords:
   Nikolaidis 2023) as pyribs' ``examples/sphere.py`` configures it: ψ = 15, λ = 36, σ₀ = 0.5,
   α = 0.01, MAP-Elites σ = 0.5 (line: iso 0.5, line 0.2) with batch 540.
 
+The gradient-based baselines "cma-mega" (exact gradients; benchmark domains only),
+"cma-mega-es" and "me-es" have their own settings per domain (``_FAMILY_DEFAULTS``; sources in
+docs/algorithms.md) and plain MAP-Elites archives (α = 1, threshold_min = −∞). So do the
+TD3-based "pga-me" and "cma-mega-td3-es", which need a task with a policy whose rollouts return
+transitions (``Task.policy``, ``Task.evaluate_transitions``: the locomotion tasks).
+
 Every evolution-strategy recipe runs its ψ instances with ``batching="auto"``: ``vmap`` or a
 sequential loop chosen from n and the ES by the measured rule of
 :mod:`cmamae.emitters.evolution_strategy` (``vmap`` for the n = 100 benchmark domains, the
@@ -30,6 +36,12 @@ from typing import Any
 from cmamae import es as es_lib
 from cmamae.archives import GridArchive
 from cmamae.emitters import EvolutionStrategyEmitter, GaussianEmitter, IsoLineEmitter
+from cmamae.emitters.cma_mega_td3 import TD3ArborescenceEmitter, TD3ESGradient
+from cmamae.emitters.gradient_arborescence import GradientArborescenceEmitter
+from cmamae.emitters.gradients import ESGradient, ExactGradient
+from cmamae.emitters.me_es import MEESEmitter
+from cmamae.emitters.pga_me import PGAMEEmitter
+from cmamae.rl import TD3
 from cmamae.scheduler import Scheduler
 
 BENCHMARK_TASKS = frozenset({"sphere", "rastrigin", "plateau", "arm"})
@@ -52,7 +64,91 @@ _RECIPES: dict[str, dict[str, Any]] = {
     "cma-es": dict(family="es", es="cma-es", ranker="imp", restart_rule="basic", learning_rate=0.0),
     "map-elites": dict(family="gaussian", learning_rate=1.0, threshold_min=-math.inf),
     "map-elites-line": dict(family="iso-line", learning_rate=1.0, threshold_min=-math.inf),
+    # Gradient-based baselines: plain MAP-Elites archives (α = 1), as in their papers.
+    "cma-mega": dict(
+        family="arborescence", source="exact", learning_rate=1.0, threshold_min=-math.inf
+    ),
+    "cma-mega-es": dict(
+        family="arborescence", source="es", learning_rate=1.0, threshold_min=-math.inf
+    ),
+    "me-es": dict(family="me-es", learning_rate=1.0, threshold_min=-math.inf),
+    # TD3-based baselines (need a policy task whose rollouts return transitions).
+    "pga-me": dict(family="pga-me", learning_rate=1.0, threshold_min=-math.inf),
+    "cma-mega-td3-es": dict(family="td3-arborescence", learning_rate=1.0, threshold_min=-math.inf),
 }
+
+# Settings of the gradient-based families (docs/algorithms.md gives the sources): per
+# family, per domain. CMA-MEGA: pyribs' sphere example ("cma_mega") on the benchmark domains,
+# dqd-rl's cma_mega_es.gin on the others; ME-ES: Colas et al.'s code as dqd-rl ran it.
+_ARBORESCENCE = dict(
+    sigma0=1.0,
+    step_size=1.0,
+    optimizer="gradient_ascent",
+    ranker="2imp",
+    restart_rule="no_improvement",
+    es_samples=100,
+    es_sigma=0.02,
+)
+_FAMILY_DEFAULTS = {
+    "arborescence": {
+        "scaling": dict(_ARBORESCENCE, num_emitters=1, popsize=99),
+        "benchmark": dict(_ARBORESCENCE, num_emitters=15, popsize=35, sigma0=10.0),
+    },
+    "me-es": dict.fromkeys(
+        ("scaling", "benchmark"),
+        dict(
+            num_emitters=1,
+            es_samples=200,
+            es_sigma=0.02,
+            adam_lr=0.01,
+            l2_coeff=0.005,
+            novelty_k=10,
+            steps_per_start=10,
+            novelty_capacity=5000,
+        ),
+    ),
+}
+# TD3 as PGA-ME's paper (Nilsson & Cully 2021, table of hyperparameters) and dqd-rl's td3.gin.
+_TD3 = dict(
+    buffer_size=1_000_000,
+    td3_batch_size=256,
+    critic_lr=3e-4,
+    actor_lr=3e-4,
+    discount=0.99,
+    tau=0.005,
+    policy_noise=0.2,
+    noise_clip=0.5,
+    policy_delay=2,
+)
+_FAMILY_DEFAULTS["pga-me"] = dict.fromkeys(
+    ("scaling", "benchmark"),
+    dict(
+        _TD3,
+        batch_size=100,
+        proportion_ga=0.5,
+        iso_sigma=0.005,
+        line_sigma=0.05,
+        critic_steps=300,
+        pg_steps=10,
+        pg_lr=1e-3,
+        pg_batch_size=256,
+        greedy=True,
+        sigma0=0.02,
+    ),
+)
+# dqd-rl's cma_mega_td3_es.gin: one instance, 98 branches + the greedy actor, 600 critic steps.
+_FAMILY_DEFAULTS["td3-arborescence"] = dict.fromkeys(
+    ("scaling", "benchmark"),
+    dict(
+        _ARBORESCENCE,
+        **_TD3,
+        num_emitters=1,
+        popsize=98,
+        greedy=True,
+        critic_steps=600,
+        gradient_states=65_536,
+    ),
+)
 
 _DOMAIN_DEFAULTS = {
     "scaling": dict(
@@ -99,6 +195,16 @@ def defaults(name: str, task) -> dict[str, Any]:
     if name not in _RECIPES:
         raise ValueError(f"unknown algorithm {name!r}; expected one of {names()}")
     recipe = _RECIPES[name]
+    if recipe["family"] in _FAMILY_DEFAULTS:
+        settings = dict(_FAMILY_DEFAULTS[recipe["family"]][_domain(task)], noise="table")
+        settings.update(
+            learning_rate=recipe["learning_rate"], threshold_min=recipe["threshold_min"]
+        )
+        if recipe.get("source") == "exact":
+            settings.pop("es_samples")
+            settings.pop("es_sigma")
+            settings.pop("noise")
+        return settings
     settings = dict(_DOMAIN_DEFAULTS[_domain(task)], **_COMMON_DEFAULTS)
     settings["threshold_min"] = float(task.min_f)
     for key in ("learning_rate", "threshold_min", "ranker", "restart_rule"):
@@ -179,6 +285,10 @@ def get(name: str, task, **overrides) -> Algorithm:
             restart_rule=settings["restart_rule"],
             batching=settings["batching"],
         )
+    elif recipe["family"] in ("pga-me", "td3-arborescence"):
+        emitter = _td3_emitter(name, task, settings)
+    elif recipe["family"] in _FAMILY_DEFAULTS:
+        emitter = _gradient_emitter(name, task, settings)
     elif recipe["family"] == "gaussian":
         emitter = GaussianEmitter(
             sigma=settings["sigma"], num_solutions=settings["batch_size"], noise=settings["noise"]
@@ -192,3 +302,95 @@ def get(name: str, task, **overrides) -> Algorithm:
         )
     scheduler = Scheduler(archive=archive, emitters=(emitter,))
     return Algorithm(name=name, settings=tuple(sorted(settings.items())), scheduler=scheduler)
+
+
+def _gradient_emitter(name: str, task, s: dict[str, Any]):
+    """The emitter of a gradient-based recipe ("arborescence" or "me-es" family)."""
+    if _RECIPES[name]["family"] == "me-es":
+        return MEESEmitter(
+            measure_dim=task.measure_dim,
+            samples=s["es_samples"],
+            sigma=s["es_sigma"],
+            learning_rate=s["adam_lr"],
+            l2_coeff=s["l2_coeff"],
+            k=s["novelty_k"],
+            steps_per_start=s["steps_per_start"],
+            num_emitters=s["num_emitters"],
+            novelty_capacity=s["novelty_capacity"],
+            noise=s["noise"],
+        )
+    if _RECIPES[name]["source"] == "exact":
+        if _domain(task) != "benchmark":
+            raise ValueError(
+                f"task: {name} needs exact gradients of the objective and measures, which only "
+                f"the benchmark tasks {sorted(BENCHMARK_TASKS)} provide; got {task.name!r} "
+                "(use cma-mega-es)"
+            )
+        source = ExactGradient(task.evaluate)
+    else:
+        source = ESGradient(samples=s["es_samples"], sigma=s["es_sigma"], noise=s["noise"])
+    return GradientArborescenceEmitter(
+        source=source,
+        strategy=es_lib.CMAES(popsize=s["popsize"], sigma0=s["sigma0"], noise="normal"),
+        measure_dim=task.measure_dim,
+        num_emitters=s["num_emitters"],
+        ranker=s["ranker"],
+        restart_rule=s["restart_rule"],
+        optimizer=s["optimizer"],
+        learning_rate=s["step_size"],
+    )
+
+
+def _td3_emitter(name: str, task, s: dict[str, Any]):
+    """The emitter of a TD3-based recipe: PGA-ME or CMA-MEGA (TD3, ES)."""
+    if task.policy is None or task.evaluate_transitions is None:
+        raise ValueError(
+            f"task: {name} trains a TD3 critic on the rollouts' transitions of a policy; "
+            f"task {task.name!r} has no policy rollouts (use a locomotion task: ant, "
+            "halfcheetah, hopper, walker2d)"
+        )
+    td3 = TD3(
+        task.policy,
+        critic_lr=s["critic_lr"],
+        actor_lr=s["actor_lr"],
+        discount=s["discount"],
+        tau=s["tau"],
+        policy_noise=s["policy_noise"],
+        noise_clip=s["noise_clip"],
+        policy_delay=s["policy_delay"],
+        batch_size=s["td3_batch_size"],
+    )
+    if _RECIPES[name]["family"] == "pga-me":
+        return PGAMEEmitter(
+            td3=td3,
+            num_solutions=s["batch_size"],
+            proportion_ga=s["proportion_ga"],
+            iso_sigma=s["iso_sigma"],
+            line_sigma=s["line_sigma"],
+            pg_steps=s["pg_steps"],
+            pg_lr=s["pg_lr"],
+            pg_batch_size=s["pg_batch_size"],
+            critic_steps=s["critic_steps"],
+            buffer_size=s["buffer_size"],
+            greedy=s["greedy"],
+            sigma0=s["sigma0"],
+            noise=s["noise"],
+        )
+    source = TD3ESGradient(
+        td3=td3,
+        es=ESGradient(samples=s["es_samples"], sigma=s["es_sigma"], noise=s["noise"]),
+        gradient_states=s["gradient_states"],
+        critic_steps=s["critic_steps"],
+        buffer_size=s["buffer_size"],
+    )
+    return TD3ArborescenceEmitter(
+        source=source,
+        strategy=es_lib.CMAES(popsize=s["popsize"], sigma0=s["sigma0"], noise="normal"),
+        measure_dim=task.measure_dim,
+        num_emitters=s["num_emitters"],
+        ranker=s["ranker"],
+        restart_rule=s["restart_rule"],
+        optimizer=s["optimizer"],
+        learning_rate=s["step_size"],
+        greedy=s["greedy"],
+    )

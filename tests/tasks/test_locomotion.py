@@ -225,3 +225,53 @@ def test_mjx_agrees_with_native_mujoco(ant, policies, traj):
     obj, meas = native.evaluate(ant, np.asarray(policies[:1]), jax.random.key(0))
     np.testing.assert_allclose(obj, nat["objective"][:1], rtol=1e-12)
     assert np.all(meas >= 0.85)
+
+
+# ---------------------------------------------------------------- transitions (for TD3)
+def _scan_outputs(jaxpr) -> list[tuple[int, ...]]:
+    """Shapes of the per-step outputs (ys, steps first) of every ``scan`` in ``jaxpr``, nested
+    ones too."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan":
+            carry = eqn.params["num_carry"]
+            shapes += [tuple(v.aval.shape) for v in eqn.outvars[carry:]]
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            shapes += _scan_outputs(sub)
+    return shapes
+
+
+def test_evaluate_materializes_no_transitions(ant, policies):
+    """``evaluate`` (what algorithms without a critic call) traces an episode scan with no
+    per-step outputs; ``evaluate_transitions`` has the (steps, ...) ones."""
+    key = jax.random.key(0)
+    plain = _scan_outputs(jax.make_jaxpr(ant.evaluate)(policies, key).jaxpr)
+    assert not any(s and s[0] == LENGTH for s in plain), plain
+    with_tr = _scan_outputs(jax.make_jaxpr(ant.evaluate_transitions)(policies, key).jaxpr)
+    assert (LENGTH, policies.shape[0], ROBOT_DIMS["ant"][0]) in with_tr, with_tr
+    assert ant.policy == dict(ant.evaluate.kwargs)["policy"]
+
+
+def test_transitions_match_evaluate_and_trajectory(ant, policies, results, traj):
+    obj, meas, tr = jax.jit(ant.evaluate_transitions)(policies, jax.random.key(0))
+    tr = jax.tree_util.tree_map(np.asarray, tr)
+    # Same key, same episodes: the same objectives and measures as evaluate.
+    np.testing.assert_allclose(np.asarray(obj), results[0], rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(meas), results[1], atol=1e-6)
+    obs_dim, act_dim = ROBOT_DIMS["ant"]
+    b = policies.shape[0]
+    assert tr.obs.shape == tr.next_obs.shape == (b, LENGTH, obs_dim)
+    assert tr.actions.shape == (b, LENGTH, act_dim)
+    assert tr.rewards.shape == tr.dones.shape == tr.valid.shape == (b, LENGTH)
+    # valid = the executed steps; the counted rewards sum to the objective.
+    assert np.array_equal(tr.valid, traj["alive"])
+    np.testing.assert_allclose((tr.rewards * tr.valid).sum(1), results[0], rtol=1e-5, atol=1e-4)
+    # Consecutive steps chain; the observation is qpos[2:] then qvel of the state after.
+    np.testing.assert_allclose(tr.next_obs[:, :-1], tr.obs[:, 1:], atol=1e-6)
+    np.testing.assert_allclose(tr.next_obs[..., :13], traj["qpos"][..., 2:], atol=1e-6)
+    assert np.all(np.abs(tr.actions) <= 1.0)
+    # done marks the terminating step only: one per ended episode, none at truncation.
+    ended = traj["steps"] < LENGTH
+    np.testing.assert_array_equal(tr.dones.sum(1), ended.astype(float))
+    for i in np.flatnonzero(ended):
+        assert tr.dones[i, traj["steps"][i] - 1] == 1.0

@@ -4,7 +4,8 @@ Gymnasium's standard MuJoCo models, loaded from the installed ``gymnasium`` pack
 for MJX in code (model.py); Gymnasium v5's observation, reward and termination (env.py);
 measures are the fraction of executed steps in which each foot touches the floor, read from
 MJX's contact data (physics.py); one ``lax.scan`` per episode, ``vmap``-ed over the batch
-(rollout.py). native.py runs the same task on MuJoCo's C engine with a NumPy policy.
+(rollout.py), which can also return the episodes' transitions (``Task.evaluate_transitions``)
+for the TD3-based algorithms. native.py runs the same task on MuJoCo's C engine with a NumPy policy.
 
 Importing this package registers the four tasks and imports nothing heavy: MuJoCo and MJX are
 imported when a task is built (``tasks.get("ant")``).
@@ -111,6 +112,8 @@ def locomotion_task(
         max_f=None,
         evaluate=bind(rollout.evaluate, **common),
         initial_solution=bind(initial_solution, policy=policy),
+        evaluate_transitions=bind(rollout.evaluate_transitions, **common),
+        policy=policy,
     )
 
 

@@ -4,6 +4,10 @@ All candidates of one ``evaluate`` call start from the same reset state, drawn f
 (common random numbers, as the pendulum task does); ``reset_noise_scale = 0`` makes the task
 deterministic. After the first unhealthy step an episode adds no reward and no contact steps
 (the physics keeps running in lock step with the batch, masked out).
+
+:func:`evaluate_transitions` runs the same episodes and also returns their transitions for
+algorithms that learn a critic (PGA-ME, CMA-MEGA (TD3, ES)); :func:`evaluate` traces a scan
+without per-step outputs, so algorithms that do not need transitions never materialize them.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from cmamae.tasks.base import Transitions
 from cmamae.tasks.locomotion import env, physics
 from cmamae.tasks.locomotion.model import Adaptation, load_model
 from cmamae.tasks.locomotion.robots import Robot
@@ -30,7 +35,8 @@ def start_data(robot: Robot, adaptation: Adaptation, key: jax.Array, noise_scale
     return physics.reset_data(robot, adaptation, qpos, qvel)
 
 
-def _episode(robot, adaptation, policy, flat, data0, episode_length, record):
+def _episode(robot, adaptation, policy, flat, data0, episode_length, record=None):
+    """One episode; ``record`` is None (no per-step output), "trajectory" or "transitions"."""
     params = policy.unflatten(flat)
     model = load_model(robot, adaptation)
     dt = float(model.opt.timestep) * robot.frame_skip
@@ -38,7 +44,8 @@ def _episode(robot, adaptation, policy, flat, data0, episode_length, record):
 
     def body(carry, _):
         data, x_before, alive, total, contact_steps, steps = carry
-        action = policy.apply(params, env.observe(robot, data.qpos, data.qvel))
+        obs = env.observe(robot, data.qpos, data.qvel)
+        action = policy.apply(params, obs)
         data, feet = physics.step(robot, adaptation, data, action)
         x_after = _x_position(robot, data)
         healthy = env.is_healthy(robot, data.qpos, data.qvel)
@@ -48,9 +55,11 @@ def _episode(robot, adaptation, policy, flat, data0, episode_length, record):
         contact_steps = contact_steps + jnp.where(alive, feet, False).astype(jnp.int32)
         steps = steps + alive.astype(jnp.int32)
         out = None
-        if record:
+        if record == "trajectory":
             out = {"qpos": data.qpos, "qvel": data.qvel, "reward": r, "contacts": feet}
             out["alive"] = alive
+        elif record == "transitions":
+            out = _transition(robot, obs, action, r, data, alive, healthy)
         if robot.terminate:
             alive = jnp.logical_and(alive, healthy)
         return (data, x_after, alive, total, contact_steps, steps), out
@@ -67,6 +76,22 @@ def _episode(robot, adaptation, policy, flat, data0, episode_length, record):
         body, init, None, length=episode_length
     )
     return total, contact_steps, steps, per_step
+
+
+def _transition(robot: Robot, obs, action, r, data, alive, healthy) -> Transitions:
+    """One step's transition. A step whose observations are not finite (diverged physics)
+    is stored as invalid, with zeros in place of the non-finite values."""
+    next_obs = env.observe(robot, data.qpos, data.qvel)
+    finite = jnp.logical_and(jnp.all(jnp.isfinite(obs)), jnp.all(jnp.isfinite(next_obs)))
+    terminal = jnp.logical_and(alive, ~healthy) if robot.terminate else jnp.array(False)
+    return Transitions(
+        obs=jnp.nan_to_num(obs, nan=0.0, posinf=0.0, neginf=0.0),
+        actions=jnp.nan_to_num(action, nan=0.0),
+        rewards=r,
+        next_obs=jnp.nan_to_num(next_obs, nan=0.0, posinf=0.0, neginf=0.0),
+        dones=terminal.astype(jnp.float32),
+        valid=jnp.logical_and(alive, finite),
+    )
 
 
 def _check(solutions, policy: MLPPolicy):
@@ -94,10 +119,39 @@ def evaluate(
     """
     _check(solutions, policy)
     data0 = start_data(robot, adaptation, key, noise_scale)
-    episode = lambda flat: _episode(robot, adaptation, policy, flat, data0, episode_length, False)
+    episode = lambda flat: _episode(robot, adaptation, policy, flat, data0, episode_length)
     total, contact_steps, steps, _ = jax.vmap(episode)(solutions)
-    measures = contact_steps / jnp.maximum(steps, 1)[:, None]
-    return total, measures.astype(jnp.float32)
+    return total, _measures(contact_steps, steps)
+
+
+def _measures(contact_steps, steps):
+    return (contact_steps / jnp.maximum(steps, 1)[:, None]).astype(jnp.float32)
+
+
+def evaluate_transitions(
+    solutions: jax.Array,
+    key: jax.Array,
+    *,
+    robot: Robot,
+    adaptation: Adaptation,
+    policy: MLPPolicy,
+    episode_length: int,
+    noise_scale: float,
+) -> tuple[jax.Array, jax.Array, Transitions]:
+    """:func:`evaluate` (the same numbers for the same ``key``) plus the episodes'
+    :class:`~cmamae.tasks.base.Transitions`, leaves ``(batch, episode_length, ...)``.
+
+    ``rewards`` is each step's reward; ``dones`` is 1 on the step at which the episode
+    terminated (unhealthy); reaching ``episode_length`` is a truncation, not a termination;
+    ``valid`` marks the steps that were executed (counted in the return).
+    """
+    _check(solutions, policy)
+    data0 = start_data(robot, adaptation, key, noise_scale)
+    episode = lambda flat: _episode(
+        robot, adaptation, policy, flat, data0, episode_length, "transitions"
+    )
+    total, contact_steps, steps, transitions = jax.vmap(episode)(solutions)
+    return total, _measures(contact_steps, steps), transitions
 
 
 def trajectory(
@@ -116,6 +170,8 @@ def trajectory(
     ``objective`` and ``steps`` ``(batch,)``."""
     _check(solutions, policy)
     data0 = start_data(robot, adaptation, key, noise_scale)
-    episode = lambda flat: _episode(robot, adaptation, policy, flat, data0, episode_length, True)
+    episode = lambda flat: _episode(
+        robot, adaptation, policy, flat, data0, episode_length, "trajectory"
+    )
     total, _, steps, per_step = jax.vmap(episode)(solutions)
     return {**per_step, "objective": total, "steps": steps}
