@@ -10,13 +10,22 @@ Modes (run one or several; every figure is timed after a warm-up call that compi
   and with ``seeds`` seeds batched: evaluations/s, ratio to the floor at the same batch,
   compile time, and the projected hours for the paper's budget (5 seeds × 1M evaluations of
   ``--paper-length``-step episodes, scaled from the measured episode length).
+* ``ratio``: the floor and the end-to-end run of each of ``--algos`` at the same batch, both
+  compiled first and then timed alternately (best of ``--repeats``), so that the ratio is
+  taken under the same load (``rollout`` and ``e2e`` time them minutes apart).
 * ``minf``: the lowest objectives of Xavier-initialized policies per robot (how ``min_f``
   was chosen, docs/tasks.md).
 * ``brax``: Brax's ``spring`` ant at the same batch, when brax is installed (benchmark-only).
+* ``solver``: for ``--task`` with 1, 2, 3, ... Newton iterations (``--solver-iterations``):
+  MJX policy steps/s of ``jit(rollout.trajectory)`` on ``--batch`` Xavier policies, and
+  agreement with native MuJoCo (same model) for the first ``--agree`` of them: how many keep
+  ``qpos`` within 1e-3 for the whole episode, the first step at which the others leave it, and
+  how often the contact flags differ (docs/tasks.md, the half-cheetah's solver).
 
     python benchmarks/locomotion_speed.py --modes rollout e2e --episode-length 100
     python benchmarks/locomotion_speed.py --modes adaptations --episode-length 20
     python benchmarks/locomotion_speed.py --modes minf --episode-length 1000
+    python benchmarks/locomotion_speed.py --modes solver --task halfcheetah --episode-length 20
 
 On a CPU use short episodes (the per-step rate hardly depends on the length); on a GPU use
 ``--episode-length 1000`` (the paper's setting).
@@ -175,6 +184,45 @@ def mode_e2e(args, out):
     out["e2e"] = res
 
 
+def mode_ratio(args, out):
+    task = tasks.get(args.task, episode_length=args.episode_length)
+    floor_fn = jax.jit(task.evaluate)
+    key = jax.random.key(1)
+    res = []
+    for name in args.algos:
+        algo = algorithms.get(name, task)
+        batch = algo.scheduler.batch_size
+        for seeds in sorted({1, args.seeds}):
+            x = _policies(task, batch * seeds)
+            evals = batch * args.iterations
+
+            def run(algo=algo, evals=evals, seeds=seeds):
+                return cmamae.run(task, algo, evals=evals, seeds=seeds, key=jax.random.key(0))
+
+            jax.block_until_ready(floor_fn(x, key))
+            jax.block_until_ready(run().state)
+            t_floor = t_e2e = float("inf")
+            for _ in range(max(args.repeats, 1)):
+                t0 = time.perf_counter()
+                jax.block_until_ready(floor_fn(x, key))
+                t_floor = min(t_floor, time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                jax.block_until_ready(run().state)
+                t_e2e = min(t_e2e, time.perf_counter() - t0)
+            floor_rate, e2e_rate = batch * seeds / t_floor, evals * seeds / t_e2e
+            row = dict(
+                algo=name,
+                seeds=seeds,
+                batch=batch * seeds,
+                floor_evals_per_s=round(floor_rate, 1),
+                e2e_evals_per_s=round(e2e_rate, 1),
+                ratio_to_floor=round(e2e_rate / floor_rate, 3),
+            )
+            res.append(row)
+            print(row, flush=True)
+    out["ratio"] = res
+
+
 def mode_brax(args, out):
     if importlib.util.find_spec("brax") is None:
         print("brax is not installed: no outside reference", flush=True)
@@ -211,6 +259,57 @@ def mode_brax(args, out):
     print("brax spring ant:", out["brax"], flush=True)
 
 
+def mode_solver(args, out):
+    """Newton iterations: MJX speed and agreement with native MuJoCo (docstring above). The
+    variants are compiled first, then timed round-robin ``--repeats`` times (best of each), so
+    that a busy machine slows all of them alike."""
+    import numpy as np
+
+    from cmamae.tasks.locomotion import native
+
+    base = tasks.get(args.task, episode_length=args.episode_length)
+    x = _policies(base, args.batch)
+    key = jax.random.key(1)
+    m = min(args.agree, args.batch)
+    variants = {}
+    for n in args.solver_iterations:
+        task = with_adaptation(base, Adaptation(solver_iterations=n))
+        kw = dict(task.evaluate.kwargs)
+        fn = jax.jit(lambda s, k, kw=kw: rollout.trajectory(s, k, **kw))
+        t0 = time.perf_counter()
+        traj = {k: np.asarray(v)[:m] for k, v in fn(x, key).items()}
+        variants[n] = dict(task=task, fn=fn, traj=traj, first=time.perf_counter() - t0)
+    best = {n: float("inf") for n in variants}
+    for _ in range(max(args.repeats, 1)):
+        for n, v in variants.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(v["fn"](x, key))
+            best[n] = min(best[n], time.perf_counter() - t0)
+    rows = []
+    for n, v in variants.items():
+        traj = v["traj"]
+        nat = native.trajectory(v["task"], np.asarray(x[:m]), key)
+        err = np.abs(traj["qpos"] - nat["qpos"]).max(axis=2)  # (m, episode_length)
+        left = [int(np.argmax(e > 1e-3)) + 1 for e in err if (e > 1e-3).any()]
+        rel = np.abs(traj["objective"] - nat["objective"]) / np.maximum(np.abs(nat["objective"]), 1)
+        row = dict(
+            solver_iterations=n,
+            compile_s=round(v["first"] - best[n], 1),
+            steps_per_s=round(args.batch * args.episode_length / best[n]),
+            agree=f"{m - len(left)}/{m}",
+            first_step_apart_median=float(np.median(left)) if left else None,
+            first_step_apart_min=min(left) if left else None,
+            contact_flags_differ=round(float(np.mean(traj["contacts"] != nat["contacts"])), 4),
+            objective_rel_err_median=round(float(np.median(rel)), 5),
+            objective_rel_err_max=round(float(np.max(rel)), 5),
+        )
+        rows.append(row)
+        print(row, flush=True)
+    out["solver"] = dict(
+        task=args.task, batch=args.batch, episode_length=args.episode_length, rows=rows
+    )
+
+
 def mode_minf(args, out):
     """The lowest objectives of Xavier-initialized policies (a run's x0 and what its first
     iterations sample), at full episode length: how docs/tasks.md chose each ``min_f``."""
@@ -240,13 +339,17 @@ def main():
         "--modes",
         nargs="+",
         default=["rollout", "e2e", "brax"],
-        choices=["adaptations", "rollout", "e2e", "brax", "minf"],
+        choices=["adaptations", "rollout", "e2e", "ratio", "brax", "minf", "solver"],
     )
+    p.add_argument("--solver-iterations", type=int, nargs="+", default=[1, 2, 3, 4])
+    p.add_argument("--agree", type=int, default=16, help="policies compared with native")
     p.add_argument("--robots", nargs="+", default=["ant", "halfcheetah", "hopper", "walker2d"])
     p.add_argument("--minf-batches", type=int, default=2, help="batches of 200 for 'minf'")
     p.add_argument("--task", default="ant")
     p.add_argument("--episode-length", type=int, default=100)
-    p.add_argument("--batch", type=int, default=PSI * LAM, help="batch of 'adaptations'")
+    p.add_argument(
+        "--batch", type=int, default=PSI * LAM, help="batch of 'adaptations' and 'solver'"
+    )
     p.add_argument("--rows", type=int, nargs="*", help="rows of 'adaptations' to run (0-7)")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--iterations", type=int, default=2, help="QD iterations per e2e timing")
@@ -261,7 +364,7 @@ def main():
         episode_length=args.episode_length,
     )
     print(out, flush=True)
-    for mode in ("adaptations", "minf", "rollout", "e2e", "brax"):
+    for mode in ("adaptations", "solver", "minf", "rollout", "e2e", "ratio", "brax"):
         if mode in args.modes:
             globals()[f"mode_{mode}"](args, out)
     if args.json:

@@ -6,6 +6,11 @@ written to a temporary file in the same folder, flushed and fsynced, then rename
 a reader sees either the old set of checkpoints or the new one, never half a file. On reading, a
 file that does not parse or whose checksum differs is reported and skipped for the previous one.
 Nothing is unpickled: the files are arrays plus JSON.
+
+Archives are mostly empty rows: an ant run's two archives per seed hold 1,296 × 21,128 float32
+each, of which a few percent are occupied. A large leaf (>= 1 MiB, 2-D or more) whose rows (along
+the last axis) are at least half all-zero bytes is stored as its non-zero rows plus a bit mask of
+them, and restored bitwise (the empty rows are exactly zero bytes again).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import jax
 import numpy as np
 
 _NAME = re.compile(r"^ckpt-(\d{9})\.npz$")
-_FORMAT = 1
+_FORMAT = 2  # 2: row-sparse leaves; format-1 files (every leaf dense) still read
+_SPARSE_MIN_BYTES = 1 << 20
 
 
 class CheckpointError(ValueError):
@@ -59,6 +65,27 @@ def _digest(header: str, arrays: list[np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _nonzero_rows(a: np.ndarray) -> np.ndarray | None:
+    """The mask ``(rows,)`` of rows (along the last axis) with any non-zero byte, when ``a`` is
+    worth storing row-sparse (large, at least half its rows all-zero bytes); else None."""
+    if a.ndim < 2 or a.nbytes < _SPARSE_MIN_BYTES:
+        return None
+    rows = np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+    mask = np.any(rows.view(np.uint8).reshape(rows.shape[0], -1) != 0, axis=1)
+    return mask if 2 * int(mask.sum()) <= mask.size else None
+
+
+def _dense(stored: np.ndarray, packed_mask: np.ndarray, shape, dtype) -> np.ndarray:
+    """The full array of a row-sparse leaf: zero bytes, then the stored rows in place."""
+    full = np.zeros(shape, dtype)
+    rows = full.reshape(-1, shape[-1])
+    mask = np.unpackbits(packed_mask, count=rows.shape[0]).astype(bool)
+    if int(mask.sum()) != stored.shape[0]:
+        raise ValueError(f"{stored.shape[0]} stored rows for a mask of {int(mask.sum())}")
+    rows[mask] = stored
+    return full
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename inside ``folder`` durable (no-op where directories cannot be opened)."""
     try:
@@ -92,21 +119,28 @@ def atomic_write(path: str | os.PathLike, write) -> None:
 
 def save(folder: str | os.PathLike, iteration: int, state: Any, keep: int = 2) -> Path:
     """Write ``state`` (any pytree of arrays) as the checkpoint after ``iteration`` iterations;
-    then delete all but the newest ``keep`` checkpoints. Returns the file's path."""
+    then delete all but the newest ``keep`` checkpoints (large mostly-zero leaves stored
+    row-sparse, see the module docstring). Returns the file's path."""
     leaves = jax.tree_util.tree_leaves(state)
-    arrays, specs = [], []
-    for leaf in leaves:
+    entries, specs = {}, []
+    for i, leaf in enumerate(leaves):
         if _is_key(leaf):
-            arrays.append(np.asarray(jax.random.key_data(leaf)))
-            specs.append({"key_impl": str(jax.random.key_impl(leaf))})
+            a = np.asarray(jax.random.key_data(leaf))
+            spec = {"key_impl": str(jax.random.key_impl(leaf))}
         else:
-            arrays.append(np.asarray(leaf))
-            specs.append({})
-        specs[-1].update(shape=list(arrays[-1].shape), dtype=arrays[-1].dtype.str)
+            a = np.asarray(leaf)
+            spec = {}
+        spec.update(shape=list(a.shape), dtype=a.dtype.str)
+        mask = _nonzero_rows(a)
+        if mask is not None:
+            spec["rows"] = int(mask.sum())
+            entries[f"rows_{i:05d}"] = np.packbits(mask)
+            a = np.ascontiguousarray(a).reshape(-1, a.shape[-1])[mask]
+        entries[f"leaf_{i:05d}"] = a
+        specs.append(spec)
     header = json.dumps({"format": _FORMAT, "iteration": int(iteration), "leaves": specs})
-    entries = {f"leaf_{i:05d}": a for i, a in enumerate(arrays)}
+    entries["checksum"] = np.asarray(_digest(header, list(entries.values())))
     entries["header"] = np.asarray(header)
-    entries["checksum"] = np.asarray(_digest(header, arrays))
     path = path_for(folder, iteration)
     atomic_write(path, lambda f: np.savez(f, **entries))
     for _, old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
@@ -126,11 +160,27 @@ def load(path: str | os.PathLike, template: Any) -> tuple[int, Any]:
             header = str(data["header"])
             checksum = str(data["checksum"])
             meta = json.loads(header)
-            arrays = [np.asarray(data[f"leaf_{i:05d}"]) for i in range(len(meta["leaves"]))]
+            stored = []  # in the order they were written (and checksummed)
+            for i, spec in enumerate(meta["leaves"]):
+                if "rows" in spec:
+                    stored.append(np.asarray(data[f"rows_{i:05d}"]))
+                stored.append(np.asarray(data[f"leaf_{i:05d}"]))
     except Exception as err:  # a torn zip raises many different errors
         raise CheckpointError(f"checkpoint {path} is unreadable: {err}") from None
-    if _digest(header, arrays) != checksum:
+    if meta.get("format") not in (1, _FORMAT):
+        raise CheckpointError(f"checkpoint {path} has unknown format {meta.get('format')!r}")
+    if _digest(header, stored) != checksum:
         raise CheckpointError(f"checkpoint {path} is corrupt (checksum mismatch)")
+    arrays, it = [], iter(stored)
+    for spec in meta["leaves"]:
+        if "rows" in spec:
+            packed, rows = next(it), next(it)
+            try:
+                arrays.append(_dense(rows, packed, tuple(spec["shape"]), np.dtype(spec["dtype"])))
+            except ValueError as err:
+                raise CheckpointError(f"checkpoint {path} is corrupt: {err}") from None
+        else:
+            arrays.append(next(it))
     leaves, treedef = jax.tree_util.tree_flatten(template)
     if len(leaves) != len(arrays):
         raise CheckpointError(

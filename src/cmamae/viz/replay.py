@@ -1,16 +1,22 @@
 """Replay one elite of a run: pick it from the result archive, rebuild the task from the run's
 config, re-evaluate it, and draw it with the task's renderer.
 
-Renderers are looked up by task name in :data:`RENDERERS` (``register_renderer`` adds one, e.g.
-an HTML viewer for the locomotion tasks); tasks without one get :func:`render_generic`, the
-solution vector next to the archive heatmap with the elite marked. A renderer takes a
+Renderers are looked up by task name in :data:`RENDERERS` (``register_renderer`` adds one);
+tasks without one get :func:`render_generic`, the solution vector next to the archive heatmap
+with the elite marked. The locomotion tasks get a video of the elite's episode
+(:func:`render_locomotion`, drawn by :mod:`cmamae.viz.video`). A renderer takes a
 :class:`ReplayContext` and returns ``{label: written path}``; it may add JSON-friendly entries to
-``ctx.info``, which land in the replay's JSON under ``"render"``.
+``ctx.info``, which land in the replay's JSON under ``"render"``. Optional attributes of a
+renderer: ``options`` (the option names it takes in ``ctx.options``), ``check_options(options)``
+(raises ValueError before any evaluation) and ``evaluate(task, solution, key) -> (objective,
+measures, episode)``, used instead of ``task.evaluate`` for the re-evaluation (``episode`` lands
+in ``ctx.episode``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -49,6 +55,8 @@ class ReplayContext:
         names: measure names.
         stem: file-name stem for the written files (``replay_seed0_cell12``).
         info: extra JSON-friendly results of the renderer.
+        options: the renderer's options (names in its ``options`` attribute).
+        episode: what the renderer's ``evaluate`` returned besides the numbers, or None.
     """
 
     run_dir: Path
@@ -68,6 +76,8 @@ class ReplayContext:
     names: list[str]
     stem: str
     info: dict = dataclasses.field(default_factory=dict)
+    options: dict = dataclasses.field(default_factory=dict)
+    episode: Any = None
 
 
 Renderer = Callable[[ReplayContext], dict]
@@ -75,7 +85,8 @@ RENDERERS: dict[str, Renderer] = {}
 
 
 def register_renderer(task_name: str, fn: Renderer | None = None):
-    """Register ``fn(ctx) -> {label: path}`` for ``task_name``; usable as a decorator."""
+    """Register ``fn(ctx) -> {label: path}`` for ``task_name``; usable as a decorator. The
+    option names ``fn`` accepts (``ctx.options``) are its ``options`` attribute, if any."""
 
     def deco(f: Renderer) -> Renderer:
         RENDERERS[task_name] = f
@@ -309,10 +320,113 @@ def render_pendulum(ctx: ReplayContext) -> dict[str, Path]:
     return {"figure": save(fig, ctx.out_dir / f"{ctx.stem}.png")}
 
 
+@functools.lru_cache(maxsize=8)
+def _trajectory_fn(robot, adaptation, policy, episode_length: int, noise_scale: float):
+    """``rollout.trajectory`` compiled once per task (repeated replays reuse it)."""
+    from cmamae.tasks.locomotion import rollout
+
+    kw = dict(robot=robot, adaptation=adaptation, policy=policy)
+    kw.update(episode_length=episode_length, noise_scale=noise_scale)
+    return jax.jit(functools.partial(rollout.trajectory, **kw))
+
+
+def locomotion_episode(task, solution: np.ndarray, key: jax.Array):
+    """Re-evaluate one locomotion policy with MJX, keeping its states: ``(objective,
+    measures (feet,), episode)``, the same numbers as ``task.evaluate`` for ``key``;
+    ``episode`` holds ``qpos`` ``(steps + 1, nq)`` (the reset state, then one per executed
+    step), ``steps`` and ``dt`` (s per policy step)."""
+    from cmamae.tasks.locomotion import rollout
+    from cmamae.tasks.locomotion.model import load_model
+
+    kw = dict(task.evaluate.kwargs)
+    robot, adaptation = kw["robot"], kw["adaptation"]
+    fn = _trajectory_fn(robot, adaptation, kw["policy"], kw["episode_length"], kw["noise_scale"])
+    traj = fn(jnp.asarray(solution, kw["policy"].dtype)[None], key)
+    steps = int(np.asarray(traj["steps"])[0])
+    alive = np.asarray(traj["alive"])[0]
+    contacts = np.asarray(traj["contacts"])[0]
+    measures = np.sum(contacts & alive[:, None], axis=0) / max(steps, 1)
+    start = rollout.start_data(robot, adaptation, key, kw["noise_scale"]).qpos
+    qpos = np.concatenate([np.asarray(start)[None], np.asarray(traj["qpos"])[0, :steps]])
+    model = load_model(robot, adaptation)
+    episode = dict(qpos=qpos, steps=steps, dt=float(model.opt.timestep) * robot.frame_skip)
+    return float(np.asarray(traj["objective"])[0]), measures.astype(np.float32), episode
+
+
+def _check_video_options(options: dict) -> None:
+    from cmamae.viz import video
+
+    video.check_options(
+        options.get("frames"),
+        options.get("fps"),
+        options.get("width"),
+        options.get("height"),
+        options.get("format", "auto"),
+    )
+
+
+def render_locomotion(ctx: ReplayContext) -> dict[str, Path]:
+    """A video of the elite's episode (MP4 when ffmpeg is found, else GIF).
+
+    The states are MJX's own from the re-evaluation (:func:`locomotion_episode`, so the video
+    shows the episode whose objective and measures the replay reports): the reset state, then
+    one frame per executed policy step until the episode ends. Drawn by MuJoCo's offscreen
+    renderer with a camera tracking the robot (:func:`cmamae.viz.video.render_video`).
+
+    Options (``ctx.options``): ``frames`` (most frames, default all), ``fps`` (playback rate,
+    default real time, at most 50 frames/s by skipping steps), ``width``/``height`` (pixels,
+    default 640 × 480 for MP4, 320 × 240 for GIF), ``format`` (``auto``, ``mp4``, ``gif``).
+    """
+    from cmamae.tasks.locomotion.model import load_model
+    from cmamae.viz import video
+
+    opts = ctx.options
+    _check_video_options(opts)
+    fmt = opts.get("format", "auto")
+    if fmt == "auto":
+        fmt = "mp4" if video.ffmpeg_exe() else "gif"
+    width, height = (640, 480) if fmt == "mp4" else (320, 240)
+    width, height = opts.get("width", width), opts.get("height", height)
+    episode = ctx.episode
+    if episode is None:  # a caller that did not re-evaluate through locomotion_episode
+        _, _, episode = locomotion_episode(ctx.task, ctx.solution, ctx.key)
+    idx, fps = video.frame_plan(
+        len(episode["qpos"]), episode["dt"], opts.get("frames"), opts.get("fps")
+    )
+    kw = dict(ctx.task.evaluate.kwargs)
+    out = video.render_video(
+        load_model(kw["robot"], kw["adaptation"]),
+        episode["qpos"][idx],
+        ctx.out_dir / ctx.stem,
+        fps=fps,
+        width=width,
+        height=height,
+        fmt=fmt,
+        camera=video.CAMERAS.get(kw["robot"].name),
+    )
+    ctx.info.update(
+        episode_steps=episode["steps"],
+        video_frames=out["frames"],
+        video_fps=out["fps"],
+        video_seconds=out["frames"] / out["fps"],
+        video_steps_per_frame=int(idx[1] - idx[0]) if len(idx) > 1 else 1,
+        video_format=out["format"],
+        video_size=[out["width"], out["height"]],
+        gl_backend=out["gl_backend"],
+    )
+    return {"video": out["path"]}
+
+
+render_locomotion.options = ("frames", "fps", "width", "height", "format")
+render_locomotion.check_options = _check_video_options
+render_locomotion.evaluate = locomotion_episode
+
 for _name in ("sphere", "rastrigin", "plateau"):
     register_renderer(_name, render_linear_projection)
 register_renderer("arm", render_arm)
 register_renderer("pendulum", render_pendulum)
+for _name in ("ant", "halfcheetah", "hopper", "walker2d"):
+    register_renderer(_name, render_locomotion)
 
 
 # --------------------------------------------------------------------------- replay
@@ -332,6 +446,7 @@ def replay(
     elite="best",
     seed: int = 0,
     eval_seed: int = 0,
+    render_options: dict | None = None,
 ) -> dict:
     """Re-evaluate one elite of seed ``seed``'s result archive and draw it.
 
@@ -341,6 +456,8 @@ def replay(
         elite: ``"best"``, a cell index, or measure values ``(m,)`` (see :func:`select_elite`).
         seed: which seed's archive.
         eval_seed: seed of the PRNG key of the re-evaluation (stochastic tasks).
+        render_options: options of the task's renderer (e.g. ``{"fps": 10}`` for a
+            locomotion video, see :func:`render_locomotion`).
 
     Writes ``replay_seed<seed>_cell<cell>.png`` (or the renderer's files) and
     ``replay_seed<seed>_cell<cell>.json``: the cell, the stored and re-evaluated objective and
@@ -358,6 +475,16 @@ def replay(
     task_name = config.get("task")
     if not isinstance(task_name, str):
         raise rundir.NotARunError(f"run {os.fspath(run_dir)!r}: config has no task name")
+    renderer = RENDERERS.get(task_name, render_generic)
+    options = dict(render_options or {})
+    unknown = sorted(set(options) - set(getattr(renderer, "options", ())))
+    if unknown:
+        raise ValueError(
+            f"render_options {unknown} are not used by the renderer of task {task_name!r} "
+            f"(it takes {sorted(getattr(renderer, 'options', ()))})"
+        )
+    if hasattr(renderer, "check_options"):
+        renderer.check_options(options)
     task = tasks_lib.get(task_name, **(config.get("task_settings") or {}))
     if task.solution_dim != archive.solution_dim:
         raise ValueError(
@@ -366,9 +493,14 @@ def replay(
         )
     solution = np.asarray(state.solutions)[cell]
     key = jax.random.PRNGKey(int(eval_seed))
-    objectives, measures = task.evaluate(jnp.asarray(solution)[None], key)
-    objective = float(np.asarray(objectives)[0])
-    measures = np.asarray(measures, float)[0]
+    episode = None
+    if hasattr(renderer, "evaluate"):
+        objective, measures, episode = renderer.evaluate(task, solution, key)
+        objective, measures = float(objective), np.asarray(measures, float)
+    else:
+        objectives, measures = task.evaluate(jnp.asarray(solution)[None], key)
+        objective = float(np.asarray(objectives)[0])
+        measures = np.asarray(measures, float)[0]
     stored_objective = float(np.asarray(state.objectives)[cell])
     stored_measures = np.asarray(state.measures, float)[cell]
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / rundir.PLOT_DIR
@@ -390,8 +522,10 @@ def replay(
         key=key,
         names=measure_names(config, archive.measure_dim),
         stem=f"replay_seed{int(seed)}_cell{cell}",
+        options=options,
+        episode=episode,
     )
-    files = dict(RENDERERS.get(task_name, render_generic)(ctx))
+    files = dict(renderer(ctx))
     json_path = out / f"{ctx.stem}.json"
     files["json"] = json_path
     same_measures = measures.shape == stored_measures.shape and bool(

@@ -6,18 +6,50 @@ MuJoCo Warp (``impl="warp"``) would be added here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import re
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from mujoco import mjx
 
 from cmamae.tasks.locomotion.model import Adaptation, geom_ids, load_model
 from cmamae.tasks.locomotion.robots import Robot
 
 IMPL = "jax"
+
+# MJX prints these two lines on import when the optional MuJoCo Warp backend is not installed;
+# we do not use it (IMPL = "jax"). Any other line it prints (e.g. warp installed but failing to
+# load) still reaches stdout.
+_WARP_ABSENT = re.compile(
+    r"Failed to import (warp|mujoco_warp): No module named '(mujoco_)?warp\S*'"
+)
+
+
+@contextlib.contextmanager
+def _without_warp_notices():
+    """Capture stdout; on exit print every captured line but MJX's "warp is absent" ones."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            yield
+    finally:
+        for line in captured.getvalue().splitlines():
+            if not _WARP_ABSENT.fullmatch(line.strip()):
+                print(line)
+
+
+def _import_mjx():
+    """``mujoco.mjx``, imported without its "Failed to import warp" notices (see above)."""
+    with _without_warp_notices():
+        from mujoco import mjx
+    return mjx
+
+
+mjx = _import_mjx()
 
 
 @functools.lru_cache(maxsize=32)
