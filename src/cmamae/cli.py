@@ -57,6 +57,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
     r.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars")
     r.add_argument("--no-plots", action="store_true", help="skip the plots at the end")
+    r.add_argument(
+        "--devices",
+        help="shard the compiled loop's seeds over N devices, or 'all' (default: one device)",
+    )
+    r.add_argument(
+        "--cluster",
+        metavar="tcp://HOST:8786",
+        help="host tasks (qd-*, *-native): evaluate on the Dask scheduler at this address",
+    )
+    r.add_argument(
+        "--workers",
+        type=int,
+        help="host tasks: worker processes of the local Dask cluster (default: one per core)",
+    )
 
     rep = sub.add_parser("report", help="the paper-style table and QD-score curves of runs")
     rep.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (or folders of runs)")
@@ -73,7 +87,24 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--measures", help="the elite of the cell of these measures: --measures=m1,m2")
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--out", help="output folder (default: RUN_DIR/replay)")
+    video = rp.add_argument_group("locomotion video (ant, halfcheetah, hopper, walker2d)")
+    video.add_argument("--frames", type=int, help="most frames to draw (default: the episode)")
+    video.add_argument("--fps", type=float, help="playback frames/s (default: real time, <= 50)")
+    video.add_argument("--size", help="frame size WxH (default 640x480 MP4, 320x240 GIF)")
+    video.add_argument(
+        "--format", choices=("auto", "mp4", "gif"), help="video format (default: MP4 if ffmpeg)"
+    )
     return p
+
+
+def _render_options(args) -> dict:
+    options = {k: getattr(args, k) for k in ("frames", "fps", "format")}
+    if args.size is not None:
+        try:
+            options["width"], options["height"] = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--size expects WIDTHxHEIGHT in pixels, got {args.size!r}") from None
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _run_config(args):
@@ -100,8 +131,15 @@ def _run_config(args):
 
 def _cmd_run(args) -> int:
     from cmamae import experiment
+    from cmamae.experiment.execution import Execution
 
-    common = dict(quiet=args.quiet, tensorboard=args.tensorboard, plots=not args.no_plots)
+    execution = Execution(cluster=args.cluster, workers=args.workers, devices=args.devices)
+    common = dict(
+        quiet=args.quiet,
+        tensorboard=args.tensorboard,
+        plots=not args.no_plots,
+        execution=execution,
+    )
     if args.resume:
         given = [
             f"--{k}"
@@ -171,9 +209,12 @@ def _cmd_replay(args) -> int:
         if isinstance(elite, bool) or not isinstance(elite, int):
             raise UsageError(f"--elite expects 'best' or a cell index, got {args.elite!r}")
     out = args.out or Path(args.run) / "replay"
+    from cmamae.viz.video import RenderUnavailable
+
     try:
-        result = replay.replay(args.run, out, elite=elite, seed=args.seed)
-    except ValueError as err:  # an empty cell, a cell index or measures out of range
+        options = _render_options(args)
+        result = replay.replay(args.run, out, elite=elite, seed=args.seed, render_options=options)
+    except (ValueError, RenderUnavailable) as err:  # bad elite or options; no OpenGL
         raise UsageError(str(err)) from None
     for key, value in result.items():
         print(f"{key}: {value}")

@@ -196,3 +196,14 @@ def test_config_file_and_flags(tmp_path):
     config = rundir.read_config(Path(out) / "sphere-map-elites")
     assert (config["evals"], config["seeds"], config["batch_size"]) == (200, 2, 50)
     assert main(["run", "--config", str(tmp_path / "c.yaml"), "--out", out]) == 2
+
+
+@pytest.mark.parametrize("algo", ["cma-mae", "map-elites", "cma-mega-es", "me-es"])
+def test_paper_preset_gives_every_algorithm_the_papers_budget(algo):
+    from cmamae.experiment.config import RunConfig
+
+    resolved = RunConfig(task="sphere", algo=algo, preset="paper").build()
+    per_iteration = resolved.algorithm.scheduler.evaluations_per_iteration
+    assert resolved.seeds == 20
+    assert resolved.evals == (10_000 * 540 // per_iteration) * per_iteration
+    assert 10_000 * 540 - per_iteration < resolved.evals <= 10_000 * 540

@@ -30,8 +30,9 @@ import numpy as np
 from cmamae import rundir
 from cmamae.experiment import checkpoint
 from cmamae.experiment.config import ConfigError, ResolvedRun, RunConfig
+from cmamae.experiment.execution import Execution
 from cmamae.experiment.progress import BarProgress, LogProgress
-from cmamae.loop import evaluate_fn, init_states, run_chunk, seed_keys
+from cmamae.loop import evaluate_fn, init_states, seed_keys
 
 _STAT_COLUMNS = [c for c in rundir.METRIC_COLUMNS if c not in ("seed", "iteration", "evals_per_s")]
 
@@ -58,12 +59,16 @@ def start(
     quiet: bool = False,
     tensorboard: bool = False,
     plots: bool = True,
+    execution: Execution | None = None,
 ) -> RunOutcome:
     """Validate ``config``, create its run folder under ``out_root`` and run it.
 
     Raises ConfigError (before touching the disk) for a bad config, RunExistsError when the
-    folder exists and ``force`` is False (with ``force`` it is emptied first)."""
+    folder exists and ``force`` is False (with ``force`` it is emptied first). ``execution``:
+    where iterations run (devices, Dask cluster; :mod:`cmamae.experiment.execution`)."""
     resolved = config.build()
+    execution = execution or Execution()
+    execution.validate(resolved.task, resolved.algorithm.scheduler)
     run_dir = Path(out_root) / resolved.name
     if run_dir.exists() and any(run_dir.iterdir()):
         if not force:
@@ -75,17 +80,28 @@ def start(
     run_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(resolved.to_json(), indent=2)
     checkpoint.atomic_write(run_dir / rundir.CONFIG, lambda f: f.write(text.encode()))
-    return _execute(resolved, run_dir, quiet=quiet, tensorboard=tensorboard, plots=plots)
+    return _execute(
+        resolved, run_dir, quiet=quiet, tensorboard=tensorboard, plots=plots, execution=execution
+    )
 
 
 def resume(
-    run_dir: str | Path, *, quiet: bool = False, tensorboard: bool = False, plots: bool = True
+    run_dir: str | Path,
+    *,
+    quiet: bool = False,
+    tensorboard: bool = False,
+    plots: bool = True,
+    execution: Execution | None = None,
 ) -> RunOutcome:
     """Continue the run in ``run_dir`` from its newest valid checkpoint (from the start if
     none is valid). Raises NotARunError if ``run_dir`` is not a run folder."""
     run_dir = Path(run_dir)
     resolved = ResolvedRun.from_json(rundir.read_config(run_dir))
-    return _execute(resolved, run_dir, quiet=quiet, tensorboard=tensorboard, plots=plots)
+    execution = execution or Execution()
+    execution.validate(resolved.task, resolved.algorithm.scheduler)
+    return _execute(
+        resolved, run_dir, quiet=quiet, tensorboard=tensorboard, plots=plots, execution=execution
+    )
 
 
 @contextlib.contextmanager
@@ -184,7 +200,7 @@ def _execute(resolved: ResolvedRun, run_dir: Path, **kw) -> RunOutcome:
         return _execute_run(resolved, run_dir, **kw)
 
 
-def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, plots):
+def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, plots, execution):
     task, scheduler = resolved.task, resolved.algorithm.scheduler
     batch = scheduler.evaluations_per_iteration
     evaluate = evaluate_fn(scheduler, task, repr(resolved.config.algo))
@@ -205,25 +221,21 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
         resumed_from = done
 
     progress_cls = LogProgress if quiet else BarProgress
-    compiled: dict[int, object] = {}
     status = "finished"
-    with progress_cls(resolved.evals) as progress, _stop_on_signals() as stop:
+    with (
+        execution.open(scheduler, task, run_keys, evaluate) as advance,
+        progress_cls(resolved.evals) as progress,
+        _stop_on_signals() as stop,
+    ):
+        states = advance.place(states)
         if resumed_from is not None:
             progress.message(f"resuming {run_dir} from iteration {done:,}")
         while done < resolved.iterations:
             next_ckpt = (done // resolved.checkpoint_every + 1) * resolved.checkpoint_every
             length = min(resolved.chunk, next_ckpt - done, resolved.iterations - done)
-            if length not in compiled:
-                t0 = time.perf_counter()
-                compiled[length] = run_chunk.lower(
-                    scheduler, run_keys, states, evaluate, length
-                ).compile()
-                progress.message(
-                    f"compiled a {length}-iteration chunk in {time.perf_counter() - t0:.1f} s"
-                )
+            advance.prepare(states, length, progress)  # compiles a new chunk length
             t0 = time.perf_counter()
-            states, metrics = compiled[length](run_keys, states)
-            metrics = jax.tree_util.tree_map(np.asarray, metrics)
+            states, metrics = advance(states, length)
             rate = resolved.seeds * batch * length / max(time.perf_counter() - t0, 1e-9)
             new_rows = _metric_rows(metrics, done + 1, resolved, rate)
             rows.extend(new_rows)

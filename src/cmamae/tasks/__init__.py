@@ -7,8 +7,8 @@ Host-evaluated tasks (:class:`~cmamae.tasks.host.HostTask`, simulators that are 
 QDGym on PyBullet ("qd-ant", ...) and the locomotion robots on native MuJoCo ("ant-native", ...).
 """
 
-from cmamae.tasks import benchmarks, locomotion, pendulum  # noqa: F401  (registers the tasks)
-from cmamae.tasks import host_native, qdgym  # noqa: F401  (registers the host tasks)
+# Importing the task modules registers their tasks.
+from cmamae.tasks import benchmarks, host_native, locomotion, pendulum, qdgym  # noqa: F401
 from cmamae.tasks.base import Bound, Task, Transitions, bind, get, names, register
 from cmamae.tasks.benchmarks import arm_task, plateau_task, rastrigin_task, sphere_task
 from cmamae.tasks.pendulum import pendulum_task

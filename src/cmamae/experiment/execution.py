@@ -1,0 +1,222 @@
+"""Where a run's iterations execute: the compiled chunk (optionally sharded over devices), or
+host-side ask/tell with a Dask cluster evaluating a host task.
+
+The runner asks an :class:`Execution` (``--cluster``, ``--workers``, ``--devices``: how to run,
+not what, so they are not part of ``config.json`` and do not change results) for an *advance*:
+``advance.place(states)`` puts fresh or restored states where they run, and
+``advance.prepare(states, length, progress)`` does one-off work (compiling a chunk length), and
+``advance(states, length) -> (states, metrics)`` runs ``length`` iterations of every seed;
+``metrics`` is a dict of NumPy arrays ``(seeds, length)`` (the result archive's stats and the
+evaluations so far), in either mode.
+
+The host mode (:class:`HostAdvance`) reproduces the compiled loop's random stream exactly:
+iteration ``i`` of a seed uses ``fold_in(run_key, i)`` split into ask, evaluate and tell keys
+as :meth:`cmamae.scheduler.Scheduler.step` does, so a JAX task run through it gives the
+compiled loop's numbers (the tests check this).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cmamae.experiment import distributed, sharding
+from cmamae.experiment.config import ConfigError
+from cmamae.loop import run_chunk
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """How to execute a run.
+
+    Attributes:
+        cluster: a Dask scheduler address ``tcp://HOST:PORT`` for host tasks; None: an
+            in-process LocalCluster.
+        workers: worker processes of that LocalCluster (default: one per core).
+        devices: devices the compiled loop's seeds are sharded over: a count or ``"all"``;
+            None: one device.
+    """
+
+    cluster: str | None = None
+    workers: int | None = None
+    devices: int | str | None = None
+
+    def validate(self, task, scheduler) -> None:
+        """Raise ConfigError for settings that cannot work with ``task`` and ``scheduler``
+        (before any disk or cluster work; an unreachable ``cluster`` fails here within
+        seconds)."""
+        try:
+            if task.host_evaluated:
+                _check_host_scheduler(scheduler)
+                if self.devices is not None:
+                    raise ConfigError(
+                        f"devices shards the compiled loop; task {task.name!r} is evaluated on "
+                        "the host (use --workers or --cluster)"
+                    )
+                distributed.check_workers(self.workers)
+                if self.cluster is not None:
+                    if self.workers is not None:
+                        raise ConfigError("workers sizes the local cluster; drop it with cluster")
+                    distributed.check_reachable(self.cluster)
+                distributed.require_dask()
+            else:
+                if self.cluster is not None or self.workers is not None:
+                    raise ConfigError(
+                        f"cluster and workers apply to host-evaluated tasks (QDGym, *-native); "
+                        f"task {task.name!r} runs in the compiled loop (use --devices)"
+                    )
+                sharding.resolve_devices(self.devices)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    @contextlib.contextmanager
+    def open(self, scheduler, task, run_keys, evaluate):
+        """The advance for this run (a context: a Dask client is closed on exit)."""
+        self.validate(task, scheduler)
+        if not task.host_evaluated:
+            devices = sharding.resolve_devices(self.devices)
+            mesh = sharding.seed_mesh(devices, len(run_keys))
+            used = 1 if mesh is None else mesh.size
+            if used < len(devices):
+                warnings.warn(
+                    f"devices: {used} of {len(devices)} used (the seeds, {len(run_keys)}, are "
+                    "split evenly over the largest device count that divides them)",
+                    stacklevel=2,
+                )
+            yield CompiledAdvance(scheduler, evaluate, sharding.shard_seeds(run_keys, mesh), mesh)
+            return
+        try:
+            evaluator = distributed.DaskEvaluator(task, cluster=self.cluster, workers=self.workers)
+        except distributed.ClusterError as err:
+            raise ConfigError(str(err)) from None
+        with evaluator:
+            yield HostAdvance(scheduler, run_keys, dask_evaluate(task, evaluator))
+
+
+class CompiledAdvance:
+    """Chunks of the compiled ``jit(vmap(lax.scan))`` loop, one compilation per length,
+    sharded over ``mesh`` when given."""
+
+    def __init__(self, scheduler, evaluate, run_keys, mesh=None):
+        self.scheduler, self.evaluate, self.run_keys, self.mesh = (
+            scheduler,
+            evaluate,
+            run_keys,
+            mesh,
+        )
+        self._compiled: dict[int, object] = {}
+
+    def place(self, states):
+        return sharding.shard_seeds(states, self.mesh)
+
+    def prepare(self, states, length: int, progress) -> None:
+        if length not in self._compiled:
+            t0 = time.perf_counter()
+            self._compiled[length] = run_chunk.lower(
+                self.scheduler, self.run_keys, states, self.evaluate, length
+            ).compile()
+            where = "" if self.mesh is None else f" over {self.mesh.size} devices"
+            progress.message(
+                f"compiled a {length}-iteration chunk{where} in {time.perf_counter() - t0:.1f} s"
+            )
+
+    def __call__(self, states, length: int):
+        states, metrics = self._compiled[length](self.run_keys, states)
+        return states, jax.tree_util.tree_map(np.asarray, metrics)
+
+
+def dask_evaluate(task, evaluator):
+    """``evaluate_seeds`` for :class:`HostAdvance`: every seed's batch in one Dask batch,
+    each seed's episode arguments from its evaluation key."""
+
+    def evaluate_seeds(solutions: np.ndarray, eval_keys) -> tuple[np.ndarray, np.ndarray]:
+        seeds, batch = solutions.shape[:2]
+        args = [a for k in eval_keys for a in task.episode_args(k, batch)]
+        objectives, measures = evaluator.evaluate(solutions.reshape(seeds * batch, -1), args)
+        return objectives.reshape(seeds, batch), measures.reshape(seeds, batch, -1)
+
+    evaluate_seeds.evaluator = evaluator
+    return evaluate_seeds
+
+
+class HostAdvance:
+    """Host-side iterations for every seed: one jitted ask for all seeds, the evaluation on the
+    host (``evaluate_seeds(solutions (seeds, batch, n), eval_keys (seeds,)) -> (objectives
+    (seeds, batch), measures (seeds, batch, m))``), one jitted tell for all seeds."""
+
+    def __init__(self, scheduler, run_keys, evaluate_seeds):
+        _check_host_scheduler(scheduler)
+        self.scheduler, self.run_keys, self.evaluate_seeds = scheduler, run_keys, evaluate_seeds
+        self._failed = 0
+
+    def place(self, states):
+        return states
+
+    def prepare(self, states, length: int, progress) -> None:
+        failed = getattr(getattr(self.evaluate_seeds, "evaluator", None), "num_failed", 0)
+        if failed > self._failed:
+            progress.message(f"{failed:,} evaluations failed twice so far (objective NaN)")
+            self._failed = failed
+
+    def __call__(self, states, length: int):
+        rows = []
+        for _ in range(length):
+            solutions, eval_keys, tell_keys, states = _ask_all(
+                self.scheduler, self.run_keys, states
+            )
+            objectives, measures = self.evaluate_seeds(np.asarray(solutions), eval_keys)
+            dtype = solutions.dtype
+            states, metrics = _tell_all(
+                self.scheduler,
+                tell_keys,
+                states,
+                solutions,
+                jnp.asarray(objectives, dtype),
+                jnp.asarray(measures, dtype),
+            )
+            rows.append(metrics)
+        metrics = {k: np.stack([np.asarray(r[k]) for r in rows], axis=1) for k in rows[0]}
+        return states, metrics
+
+
+def _check_host_scheduler(scheduler) -> None:
+    if scheduler.grad_batch_size > 0 or scheduler.needs_transitions:
+        raise ConfigError(
+            "host-evaluated tasks run one ask/tell per iteration; algorithms with a gradient "
+            "pre-phase or that learn from transitions need a JAX task"
+        )
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _ask_all(scheduler, run_keys, states):
+    """Every seed's ask with the compiled loop's keys: ``(solutions (seeds, batch, n),
+    eval_keys, tell_keys, states)``."""
+
+    def one(run_key, state):
+        key = jax.random.fold_in(run_key, state.iteration)
+        k_ask, k_eval, k_tell = jax.random.split(key, 3)
+        solutions, state = scheduler.ask(k_ask, state)
+        return solutions, k_eval, k_tell, state
+
+    return jax.vmap(one)(run_keys, states)
+
+
+@functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(2,))
+def _tell_all(scheduler, tell_keys, states, solutions, objectives, measures):
+    """Every seed's tell and the metrics the compiled loop records after an iteration."""
+
+    def one(key, state, x, f, m):
+        state, _ = scheduler.tell(key, state, x, f, m)
+        stats = scheduler.stats(state)
+        metrics = {fld.name: getattr(stats, fld.name) for fld in dataclasses.fields(stats)}
+        metrics["evaluations"] = state.evaluations
+        return state, metrics
+
+    return jax.vmap(one)(tell_keys, states, solutions, objectives, measures)

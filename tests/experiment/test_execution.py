@@ -1,0 +1,129 @@
+"""Execution modes of the runner: host-side ask/tell reproduces the compiled loop; the compiled
+loop sharded over two host devices gives the unsharded metrics; bad --devices/--workers/
+--cluster are one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from cmamae import algorithms, tasks
+from cmamae.cli import main
+from cmamae.experiment.execution import CompiledAdvance, HostAdvance
+from cmamae.loop import init_states, seed_keys
+
+ITERATIONS = 12
+
+
+class _Quiet:
+    def message(self, text):
+        pass
+
+
+def _small():
+    task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
+    return task, algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=8).scheduler
+
+
+def _run(advance, scheduler, task, seeds=2):
+    init_keys, run_keys = seed_keys(jax.random.key(0), seeds)
+    states = advance.place(init_states(scheduler, task, init_keys))
+    pieces = []
+    for length in (ITERATIONS // 2, ITERATIONS // 2):  # two chunks: the iteration count carries
+        advance.prepare(states, length, _Quiet())
+        states, metrics = advance(states, length)
+        pieces.append(metrics)
+    return {k: np.concatenate([p[k] for p in pieces], axis=1) for k in pieces[0]}
+
+
+def test_host_ask_tell_reproduces_the_compiled_loop():
+    task, scheduler = _small()
+    _, run_keys = seed_keys(jax.random.key(0), 2)
+    compiled = _run(CompiledAdvance(scheduler, task.evaluate, run_keys), scheduler, task)
+    evaluate = jax.jit(jax.vmap(task.evaluate))  # the evaluation on the host, per seed key
+    on_host = _run(
+        HostAdvance(scheduler, run_keys, lambda x, keys: evaluate(x, keys)), scheduler, task
+    )
+    assert compiled.keys() == on_host.keys()
+    for k in ("num_elites", "evaluations", "num_invalid"):
+        np.testing.assert_array_equal(on_host[k], compiled[k], err_msg=k)
+    for k in ("qd_score", "coverage", "obj_max", "obj_mean"):
+        np.testing.assert_allclose(on_host[k], compiled[k], rtol=1e-5, err_msg=k)
+    assert compiled["evaluations"][0, -1] == ITERATIONS * 24
+
+
+_SHARDED = """
+import jax, numpy as np
+from cmamae.experiment import sharding
+from cmamae.experiment.execution import CompiledAdvance
+from cmamae.loop import seed_keys
+from test_execution import _run, _small  # this file, on PYTHONPATH
+
+assert len(jax.devices()) == 2
+task, scheduler = _small()
+_, run_keys = seed_keys(jax.random.key(0), 4)
+mesh = sharding.seed_mesh(sharding.resolve_devices("all"), 4)
+assert mesh is not None and mesh.size == 2
+plain = _run(CompiledAdvance(scheduler, task.evaluate, run_keys), scheduler, task, seeds=4)
+advance = CompiledAdvance(scheduler, task.evaluate, sharding.shard_seeds(run_keys, mesh), mesh)
+sharded = _run(advance, scheduler, task, seeds=4)
+for k in ("num_elites", "evaluations", "num_invalid"):
+    np.testing.assert_array_equal(sharded[k], plain[k], err_msg=k)
+for k in ("qd_score", "coverage", "obj_max", "obj_mean"):
+    np.testing.assert_allclose(sharded[k], plain[k], rtol=1e-5, err_msg=k)
+# an odd seed count uses the devices that divide it: one, so nothing is sharded
+assert sharding.seed_mesh(sharding.resolve_devices("all"), 3) is None
+print("OK", sharded["qd_score"][:, -1])
+"""
+
+
+def test_sharded_compiled_run_gives_the_unsharded_metrics():
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env["PYTHONPATH"] = os.pathsep.join([here, env.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SHARDED)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("OK")
+
+
+SPHERE = ["run", "--task", "sphere", "--evals", "1000", "--quiet", "--no-plots"]
+HOST = ["run", "--task", "qd-hopper", "--evals", "200", "--quiet", "--no-plots"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([*SPHERE, "--devices", "99"], "devices: 99 requested but only"),
+        ([*SPHERE, "--devices", "0"], "devices must be a positive integer"),
+        ([*SPHERE, "--workers", "2"], "apply to host-evaluated tasks"),
+        ([*HOST, "--workers", "0"], "workers must be a positive integer"),
+        ([*HOST, "--devices", "2"], "is evaluated on the host"),
+        ([*HOST, "--cluster", "tcp://127.0.0.1:1"], "cannot reach a Dask scheduler"),
+        ([*HOST, "--cluster", "nonsense"], "scheduler address tcp://HOST:PORT"),
+        ([*HOST, "--cluster", "udp://x:1"], "scheduler address tcp://HOST:PORT"),
+        ([*HOST, "--algo", "pga-me"], "transitions"),
+    ],
+)
+def test_bad_execution_settings_are_one_line_exit_2(argv, message, capsys, tmp_path):
+    if "qd-hopper" in argv and importlib.util.find_spec("pybullet_envs") is None:
+        pytest.skip("needs the qdgym extra")
+    t0 = time.monotonic()
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert time.monotonic() - t0 < 30
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())  # nothing written
