@@ -141,7 +141,7 @@ def random_settings(dims) -> str:
         f"jax_threefry_partitionable={jax.config.jax_threefry_partitionable} (ours, evosax)\n"
         f"ours 'table': noise table of N(0,1) floats per instance ({sizes} entries), contiguous "
         "slices at random offsets times random signs (cmamae.es._common.standard_normal; "
-        "offsets and signs drawn with jax_threefry_partitionable=False)\n"
+        "offsets and signs drawn with jax_threefry_partitionable=True)\n"
         "ours 'normal': jax.random.normal; pyribs: NumPy default_rng (PCG64), float32\n"
     )
 

@@ -7,6 +7,7 @@ coverage and best objective (mean ± standard error over seeds) and wall time pe
 
     python benchmarks/qd_quality.py --iterations 300 --seeds 5 [--tasks sphere rastrigin]
     python benchmarks/qd_quality.py --algorithms cma-mae --iterations 10000 --seeds 3 --no-ribs
+    python benchmarks/qd_quality.py --tasks rastrigin --algorithms cma-es --seeds 20 --per-seed
 
 After the table, a verdict per task and algorithm: "ok" when our mean normalized QD score is
 above pyribs' mean minus one pyribs standard error (issue 3's acceptance rule). BLAS runs
@@ -41,13 +42,21 @@ RECIPE_ES = {
 }
 
 
+# The budget is iterations × 540 evaluations (the benchmark batch of every CMA-MAE-paper
+# recipe); algorithms with another cost per iteration (CMA-MEGA (ES): 15 × (1 + 100 + 35),
+# ME-ES: 200 + 1) run as many iterations as that budget pays for.
+EVALS_PER_ITERATION = 540
+# Algorithms pyribs 0.12 does not have (no pyribs row).
+NOT_IN_RIBS = ("cma-mega-es", "me-es")
+
+
 def run_ours(task, name, iterations, seeds):
     algo = algorithms.get(name, task)
     t = time.perf_counter()
     result = cmamae.run(
         task,
         algo,
-        evals=iterations * algo.scheduler.batch_size,
+        evals=iterations * EVALS_PER_ITERATION,
         seeds=seeds,
         key=jax.random.key(0),
         chunk_iterations=1000,
@@ -96,6 +105,8 @@ def run_ribs_once(task, name, iterations, seed):
             )
             for i in range(s["num_emitters"])
         ]
+    elif name == "cma-mega":
+        return _run_ribs_cma_mega(task, s, archive, iterations, seed)
     elif name == "map-elites":
         emitters = [
             GaussianEmitter(archive, x0=x0, sigma=s["sigma"], batch_size=s["batch_size"], seed=seed)
@@ -119,6 +130,51 @@ def run_ribs_once(task, name, iterations, seed):
         f, m = evaluate(x.astype(np.float32), key)
         scheduler.tell(np.asarray(f, np.float64), np.asarray(m, np.float64))
     stats = scheduler.result_archive.stats
+    return stats.qd_score, stats.coverage, stats.obj_max
+
+
+def _run_ribs_cma_mega(task, s, archive, iterations, seed):
+    """pyribs' CMA-MEGA (its sphere example's "cma_mega") with exact Jacobians from jax."""
+    from ribs.emitters import GradientArborescenceEmitter
+    from ribs.schedulers import Scheduler
+
+    emitters = [
+        GradientArborescenceEmitter(
+            archive,
+            x0=np.zeros(task.solution_dim),
+            sigma0=s["sigma0"],
+            lr=s["step_size"],
+            grad_opt=s["optimizer"],
+            ranker=s["ranker"],
+            selection_rule="mu",
+            restart_rule=s["restart_rule"],
+            batch_size=s["popsize"],
+            seed=seed * 1000 + i,
+        )
+        for i in range(s["num_emitters"])
+    ]
+    scheduler = Scheduler(archive, emitters)
+    evaluate = jax.jit(task.evaluate)
+
+    def values(x):
+        f, m = task.evaluate(x[None], None)
+        return jax.numpy.concatenate([f, m[0]])
+
+    jacobian = jax.jit(jax.vmap(jax.jacrev(values)))
+    key = jax.random.key(seed)
+    per_iteration = s["num_emitters"] * (1 + s["popsize"])
+    for _ in range(iterations * EVALS_PER_ITERATION // per_iteration):
+        x = scheduler.ask_dqd().astype(np.float32)
+        f, m = evaluate(x, key)
+        scheduler.tell_dqd(
+            np.asarray(f, np.float64),
+            np.asarray(m, np.float64),
+            np.asarray(jacobian(x), np.float64),
+        )
+        x = scheduler.ask()
+        f, m = evaluate(x.astype(np.float32), key)
+        scheduler.tell(np.asarray(f, np.float64), np.asarray(m, np.float64))
+    stats = archive.stats
     return stats.qd_score, stats.coverage, stats.obj_max
 
 
@@ -146,6 +202,10 @@ def main():
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--no-ribs", action="store_true", help="run only ours")
+    parser.add_argument("--no-ours", action="store_true", help="run only pyribs")
+    parser.add_argument(
+        "--per-seed", action="store_true", help="also print each seed's normalized QD score"
+    )
     args = parser.parse_args()
     print(
         f"{args.iterations} iterations, {args.seeds} seeds; QD score as normalized QD score "
@@ -158,17 +218,27 @@ def main():
         task = tasks.get(task_name)
         cells = task.num_cells
         for name in args.algorithms:
-            libs = [("cmamae", run_ours)] + ([] if args.no_ribs else [("pyribs", run_ribs)])
+            try:
+                algorithms.get(name, task)
+            except ValueError as err:  # e.g. the TD3 baselines need rollouts' transitions
+                print(f"<!-- {task_name} {name} skipped: {err} -->", flush=True)
+                continue
+            libs = ([] if args.no_ours else [("cmamae", run_ours)]) + (
+                [] if args.no_ribs or name in NOT_IN_RIBS else [("pyribs", run_ribs)]
+            )
             scores = {}
             for lib, fn in libs:
                 qd, cov, best, secs = fn(task, name, args.iterations, args.seeds)
                 scores[lib] = mean_se(qd, 1 / cells)
+                if args.per_seed:
+                    values = " ".join(f"{v:.2f}" for v in np.asarray(qd) / cells)
+                    print(f"<!-- {task_name} {name} {lib} per seed: {values} -->", flush=True)
                 print(
                     f"| {task_name} | {name} | {lib} | {fmt(qd, 1 / cells)} | "
                     f"{fmt(cov, 100)} | {fmt(best)} | {secs:.1f} |",
                     flush=True,
                 )
-            if "pyribs" in scores:
+            if "pyribs" in scores and "cmamae" in scores:
                 (ours, _), (ribs, ribs_se) = scores["cmamae"], scores["pyribs"]
                 ok = "ok" if ours >= ribs - ribs_se else "BELOW"
                 verdicts.append(

@@ -8,18 +8,29 @@ for pyribs it runs outside the timed region, for us it is inside the compiled st
 reading 8 coordinates per solution costs next to nothing.
 
 Both libraries run with float32 solutions (pyribs: ``dtype=np.float32`` on both archives,
-which its emitters inherit) and the same archives; pyribs is timed around
-``scheduler.ask()`` and ``scheduler.tell()``, ours around one call of the compiled,
-state-donating step. All configurations are timed interleaved, one iteration of each per
-round, so that load from other processes on the machine hits them alike; the table gives
-the median (and the minimum) over rounds, after a warm-up that includes compilation.
+which its emitters inherit) and the same archives. pyribs is timed around
+``scheduler.ask()`` and ``scheduler.tell()``. Ours is timed two ways:
 
-    python benchmarks/qd_speed.py [--dims 100 20000] [--iters 30] [--ribs-float64]
+* per call: one call of the compiled, state-donating step per iteration (the host-side
+  ask/tell way of driving it); this includes one jit dispatch (~0.1 ms here) and the
+  host's wait for the result, which are most of the time at small n;
+* in ``lax.scan``: ``compiled_run`` (:mod:`cmamae.scheduler`), K iterations per call with the
+  per-iteration stats it returns, timed per call and divided by K: how ``cmamae.run`` and the
+  experiment runner drive it.
+
+All configurations are timed interleaved, one call of each per round, so that load from
+other processes hits them alike; the table gives the median (and the minimum) wall time over
+rounds, after a warm-up that includes compilation, and in brackets the median CPU time of
+the process (all its threads: XLA may split a large loop over two); on a machine shared with
+other jobs CPU time varies less than wall time. The load average is printed before and after.
+
+    python benchmarks/qd_speed.py [--dims 100 20000] [--iters 30] [--ribs-float64] [--all-modes]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -29,7 +40,7 @@ import numpy as np
 from cmamae.archives import GridArchive
 from cmamae.emitters import EvolutionStrategyEmitter
 from cmamae.es import SepCMAES
-from cmamae.scheduler import Scheduler
+from cmamae.scheduler import Scheduler, compiled_run
 
 PSI, LAM, SIGMA0, ALPHA, DIMS = 5, 40, 0.02, 0.001, (10, 10, 10, 10)
 RANGES = [(-0.1, 0.1)] * 4
@@ -45,8 +56,15 @@ def evaluate_jax(x, key):
     return -jnp.sum(x[:, :OBJ_COORDS] ** 2, axis=1), x[:, :4] * 0.5 / SIGMA0 * 0.1
 
 
-def ours(n: int, batching: str):
-    """A function running one of our iterations (blocking), and the mode it resolved to."""
+def scan_length(n: int) -> int:
+    """Iterations per ``lax.scan`` call: calls of ~50-100 ms at n = 100 and n = 20,000."""
+    return int(np.clip(200_000 // n, 10, 200))
+
+
+def ours(n: int, batching: str, scan: bool):
+    """Functions running our iterations (blocking), keyed "call" (one jitted step) and, with
+    ``scan``, "scan" (``scan_length(n)`` iterations in one ``compiled_run``; it returns the
+    wall and CPU seconds per iteration); and the mode "auto" resolved to. Both share one state."""
     archive = GridArchive(
         solution_dim=n,
         dims=DIMS,
@@ -63,20 +81,36 @@ def ours(n: int, batching: str):
         batching=batching,
     )
     scheduler = Scheduler(archive, (emitter,))
-    step = jax.jit(lambda k, s: scheduler.step(k, s, evaluate_jax), donate_argnums=(1,))
-    box = {"state": scheduler.init(jax.random.key(0), jnp.zeros(n)), "i": 0}
+    key = jax.random.key(1)
+    # The iteration's key is derived inside the compiled step (as compiled_run does), so a
+    # call costs one dispatch and no host-side key construction.
+    step = jax.jit(
+        lambda s: scheduler.step(jax.random.fold_in(key, s.iteration), s, evaluate_jax),
+        donate_argnums=(0,),
+    )
+    box = {"state": scheduler.init(jax.random.key(0), jnp.zeros(n))}
 
-    def run():
-        box["i"] += 1
-        box["state"] = step(jax.random.key(box["i"]), box["state"])
+    def call():
+        box["state"] = step(box["state"])
         jax.block_until_ready(box["state"])
 
-    return run, emitter.resolved_batching(n)
+    fns = {"call": call}
+    if scan:
+        k = scan_length(n)
+
+        def scanned():
+            t, c = time.perf_counter(), time.process_time()
+            box["state"], metrics = compiled_run(scheduler, key, box["state"], evaluate_jax, k)
+            jax.block_until_ready((box["state"], metrics))
+            return (time.perf_counter() - t) / k, (time.process_time() - c) / k
+
+        fns["scan"] = scanned
+    return fns, emitter.resolved_batching(n)
 
 
 def pyribs(n: int, dtype):
     """A function running one pyribs iteration (ask + tell; evaluation untimed) and
-    returning the seconds it took."""
+    returning the wall and CPU seconds it took."""
     from ribs.archives import GridArchive as RibsGrid
     from ribs.emitters import EvolutionStrategyEmitter as RibsES
     from ribs.schedulers import Scheduler as RibsScheduler
@@ -108,45 +142,57 @@ def pyribs(n: int, dtype):
     scheduler = RibsScheduler(archive, emitters, result_archive=result)
 
     def run():
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         x = scheduler.ask()
-        t_ask = time.perf_counter() - t
+        t_ask, c_ask = time.perf_counter() - t, time.process_time() - c
         f, m = evaluate_np(x)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         scheduler.tell(f, m)
-        return t_ask + time.perf_counter() - t
+        return t_ask + time.perf_counter() - t, c_ask + time.process_time() - c
 
     return run
 
 
-def timed(fn):
-    t = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    """Wall and CPU (all threads of this process) seconds of ``fn()``, or what it returns."""
+    t, c = time.perf_counter(), time.process_time()
     out = fn()
-    return out if isinstance(out, float) else time.perf_counter() - t
+    return out if out is not None else (time.perf_counter() - t, time.process_time() - c)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[100, 20000])
-    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--iters", type=int, default=30, help="interleaved timing rounds")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument(
         "--ribs-float64", action="store_true", help="also time pyribs with float64 archives"
+    )
+    parser.add_argument(
+        "--all-modes",
+        action="store_true",
+        help="also time our per-call step with batching forced to vmap and to map",
     )
     args = parser.parse_args()
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}; sep-CMA-MAE, ψ={PSI}, λ={LAM}, "
         f"10^4-cell 4-D grid + result archive; ms per iteration excluding evaluation, "
-        f"median (min) over {args.iters} interleaved rounds\n"
+        f"median (min) [median CPU time] over {args.iters} interleaved rounds; load average "
+        f"{os.getloadavg()[0]:.1f} at the start\n"
     )
-    head = "| n | ours vmap | ours map | ours auto (→ mode) | pyribs float32 |"
+    modes = ("vmap", "map") if args.all_modes else ()
+    head = "| n | ours per call (auto → mode) |"
+    head += "".join(f" ours per call, {m} |" for m in modes)
+    head += " ours in lax.scan (K) | pyribs float32 |"
     head += " pyribs float64 |" if args.ribs_float64 else ""
-    print(head + " pyribs / ours auto |")
-    print("|---" * (head.count("|")) + "|")
+    head += " pyribs / ours per call | pyribs / ours in scan |"
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
     for n in args.dims:
-        configs = {}
-        for mode in ("vmap", "map", "auto"):
-            configs[mode], resolved = ours(n, mode)
+        fns, resolved = ours(n, "auto", scan=True)
+        configs = {"auto": fns["call"], "scan": fns["scan"]}
+        for mode in modes:
+            configs[mode] = ours(n, mode, scan=False)[0]["call"]
         configs["ribs32"] = pyribs(n, np.float32)
         if args.ribs_float64:
             configs["ribs64"] = pyribs(n, np.float64)
@@ -156,14 +202,19 @@ def main():
         times = {k: [] for k in configs}
         for _ in range(args.iters):
             for k, fn in configs.items():
-                times[k].append(1e3 * timed(fn))
-        med = {k: float(np.median(v)) for k, v in times.items()}
-        cell = {k: f"{med[k]:.2f} ({min(times[k]):.2f})" for k in times}
-        row = f"| {n:,} | {cell['vmap']} | {cell['map']} | {cell['auto']} (→ {resolved}) | "
-        row += f"{cell['ribs32']} | "
+                times[k].append(1e3 * np.array(timed(fn)))
+        wall = {k: np.array(v)[:, 0] for k, v in times.items()}
+        cpu = {k: np.array(v)[:, 1] for k, v in times.items()}
+        med = {k: float(np.median(v)) for k, v in wall.items()}
+        cell = {k: f"{med[k]:.2f} ({wall[k].min():.2f}) [{np.median(cpu[k]):.2f}]" for k in times}
+        row = f"| {n:,} | {cell['auto']} (→ {resolved}) | "
+        row += "".join(f"{cell[m]} | " for m in modes)
+        row += f"{cell['scan']} (K = {scan_length(n)}) | {cell['ribs32']} | "
         row += f"{cell['ribs64']} | " if args.ribs_float64 else ""
-        print(row + f"{med['ribs32'] / med['auto']:.1f}× |", flush=True)
-        del configs
+        row += f"{med['ribs32'] / med['auto']:.1f}× | {med['ribs32'] / med['scan']:.1f}× |"
+        print(row, flush=True)
+        del configs, fns
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

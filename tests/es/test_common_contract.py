@@ -122,6 +122,11 @@ def test_table_noise_is_standard_normal():
     np.testing.assert_array_equal(np.asarray(again), z)
     other = np.asarray(_common.standard_normal(jax.random.key(2), table, (m, n), jnp.float32))
     assert np.mean(other == z) < 0.01
+    # The stream depends only on the key, not on JAX's global threefry layout setting.
+    for partitionable in (False, True):
+        with jax.threefry_partitionable(partitionable):
+            again = _common.standard_normal(jax.random.key(1), table, (m, n), jnp.float32)
+        np.testing.assert_array_equal(np.asarray(again), z)
 
 
 # --------------------------------------------------------------------------- vmap

@@ -246,3 +246,44 @@ def test_converged():
     assert bool(strategy.converged(ill))
     both = jax.tree.map(lambda a, b: jnp.stack([a, b]), state, ill)
     np.testing.assert_array_equal(jax.vmap(strategy.converged)(both), [False, True])
+
+
+def test_one_tell_matches_the_equations_in_numpy():
+    """One ``tell`` (float64) against a NumPy transcription of Eqs. 41-47 in diagonal form
+    (Ros & Hansen 2008), from a non-trivial state, with a NaN fitness that must rank last."""
+    n, lam = 7, 10
+    strategy = SepCMAES(popsize=lam, sigma0=0.3)
+    p = strategy.parameters(n)
+    rng = np.random.default_rng(3)
+    mean, C = rng.normal(size=n), rng.uniform(0.5, 2.0, n)
+    pc, ps = 0.3 * rng.normal(size=n), 0.3 * rng.normal(size=n)
+    sigma, gen = 0.7, 4
+    x = mean + sigma * np.sqrt(C) * rng.normal(size=(lam, n))
+    f = rng.normal(size=lam)
+    f[2] = np.nan
+    with jax.enable_x64(True):
+        state = SepCMAESState(
+            mean=jnp.asarray(mean),
+            sigma=jnp.asarray(sigma),
+            C=jnp.asarray(C),
+            pc=jnp.asarray(pc),
+            ps=jnp.asarray(ps),
+            generation=jnp.int32(gen),
+            fitness_range=jnp.asarray(np.inf),
+            noise=jnp.zeros((0,)),
+        )
+        new = jax.jit(strategy.tell)(state, jnp.asarray(x), jnp.asarray(f))
+    order = np.argsort(-np.where(np.isnan(f), -np.inf, f), kind="stable")[: p.mu]
+    y = (x[order] - mean) / sigma
+    y_w = p.weights @ y  # Eq. 41
+    ps_new = (1 - p.cs) * ps + math.sqrt(p.cs * (2 - p.cs) * p.mueff) * y_w / np.sqrt(C)  # 43
+    norm = np.linalg.norm(ps_new)
+    sigma_new = sigma * math.exp(min(1.0, p.cs / p.damps * (norm / p.chi_n - 1)))  # Eq. 44
+    hsig = norm / math.sqrt(1 - (1 - p.cs) ** (2 * (gen + 1))) < (1.4 + 2 / (n + 1)) * p.chi_n
+    pc_new = (1 - p.cc) * pc + hsig * math.sqrt(p.cc * (2 - p.cc) * p.mueff) * y_w  # Eq. 45
+    delta_h = (1 - hsig) * p.cc * (2 - p.cc)
+    C_new = (1 + p.c1 * delta_h - p.c1 - p.cmu) * C + p.c1 * pc_new**2 + p.cmu * (p.weights @ y**2)
+    expected = dict(mean=mean + sigma * y_w, sigma=sigma_new, C=C_new, pc=pc_new, ps=ps_new)
+    for field, want in expected.items():
+        np.testing.assert_allclose(getattr(new, field), want, rtol=1e-12, atol=1e-14, err_msg=field)
+    assert int(new.generation) == gen + 1

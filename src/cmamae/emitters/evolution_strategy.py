@@ -223,9 +223,10 @@ class EvolutionStrategyEmitter(Emitter):
             restart = restart | ~jnp.any(info.status.reshape(psi, lam) > 0, axis=1)
 
         # Line 18-20 of Algorithm 1: a restarted emitter starts over from a random elite.
-        k_elite, k_init = jax.random.split(key)
-
         def restart_some(adapted):
+            # The key split is inside the branch too: on a CPU every threefry call is a rolled
+            # loop of ~15 small kernels, a fixed cost that dominates iterations at small n.
+            k_elite, k_init = jax.random.split(key)
             x0s = sample_parents(k_elite, archive, archive_state, state.x0, psi)
             fresh = jax.vmap(self.strategy.init)(jax.random.split(k_init, psi), x0s)
 

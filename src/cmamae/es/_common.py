@@ -148,11 +148,15 @@ def standard_normal(key: jax.Array, table: jax.Array, shape: tuple[int, int], dt
     size = table.shape[0]
     if size < n:
         raise ValueError(f"noise table of {size} entries is shorter than a sample ({n})")
-    k_off, k_sign = jax.random.split(key)
-    # The offsets and sign bits are drawn with the classic (non-partitionable) threefry layout:
-    # on a CPU it halves the cost of these draws inside the fused sampling loop (measured at
-    # n = 20,000: OpenAI-ES ask+tell 6.3-9.6 -> 4.2 ms, sep-CMA-ES 9-10 -> 5.4 ms).
-    with jax.threefry_partitionable(False):
+    # Drawn with the partitionable threefry layout whatever the global setting (the stream
+    # depends only on the key and the table), whose words XLA reads as one xor of two
+    # materialized arrays. The classic layout concatenates two halves, and XLA fuses that
+    # concatenate into the per-number loop: inside the QD emitter's sampling loop (n = 20,000,
+    # ψ = 5, λ = 40, 2-core CPU) that made the whole QD iteration ~2 ms slower (11.4 vs 9.3 ms
+    # CPU time); for the ES alone (tests/es, es_speed) the two layouts cost the same within
+    # noise. Offsets and signs from one draw instead of two was slower still (12.9 ms).
+    with jax.threefry_partitionable(True):
+        k_off, k_sign = jax.random.split(key)
         offsets, words = _table_draws(k_off, k_sign, m, n, size)
     values = jax.vmap(lambda o: jax.lax.dynamic_slice_in_dim(table, o, n))(offsets)
     # Bit b of word w is the sign of entry 32 w + b.
