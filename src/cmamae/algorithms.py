@@ -329,8 +329,12 @@ def _gradient_emitter(name: str, task, s: dict[str, Any]):
         source = ExactGradient(task.evaluate)
     else:
         source = ESGradient(samples=s["es_samples"], sigma=s["es_sigma"], noise=s["noise"])
-    return GradientArborescenceEmitter(
-        source=source,
+    return GradientArborescenceEmitter(source=source, **_arborescence_settings(task, s))
+
+
+def _arborescence_settings(task, s: dict[str, Any]) -> dict[str, Any]:
+    """The gradient-arborescence emitter's settings shared by every CMA-MEGA recipe."""
+    return dict(
         strategy=es_lib.CMAES(popsize=s["popsize"], sigma0=s["sigma0"], noise="normal"),
         measure_dim=task.measure_dim,
         num_emitters=s["num_emitters"],
@@ -384,13 +388,5 @@ def _td3_emitter(name: str, task, s: dict[str, Any]):
         buffer_size=s["buffer_size"],
     )
     return TD3ArborescenceEmitter(
-        source=source,
-        strategy=es_lib.CMAES(popsize=s["popsize"], sigma0=s["sigma0"], noise="normal"),
-        measure_dim=task.measure_dim,
-        num_emitters=s["num_emitters"],
-        ranker=s["ranker"],
-        restart_rule=s["restart_rule"],
-        optimizer=s["optimizer"],
-        learning_rate=s["step_size"],
-        greedy=s["greedy"],
+        source=source, greedy=s["greedy"], **_arborescence_settings(task, s)
     )
