@@ -67,8 +67,11 @@ def test_native_mujoco_tasks_on_the_cluster_match_native_evaluate(client):
 
 
 def test_worker_killed_mid_batch_gives_the_same_result(client):
-    task = tasks.get("qd-halfcheetah", episode_length=100)  # never terminates early
-    x = _solutions(task, 24, seed=1)
+    # Half-Cheetah never terminates early: 32 x 300 steps keep both workers busy for seconds
+    # (pybullet steps about 1,000-2,000 times a second per core), so the kill lands mid-batch
+    # on an idle machine too.
+    task = tasks.get("qd-halfcheetah", episode_length=300)
+    x = _solutions(task, 32, seed=1)
     key = jax.random.key(2)
     evaluator = distributed.DaskEvaluator(task, client, chunk_size=2)
     reference = evaluator(x, key)
@@ -77,7 +80,7 @@ def test_worker_killed_mid_batch_gives_the_same_result(client):
     done = threading.Event()
 
     def kill_soon():
-        time.sleep(0.5)
+        time.sleep(0.3)
         if not done.is_set():
             os.kill(victim, signal.SIGKILL)
 
