@@ -12,7 +12,7 @@ from cmamae import AskTell, Scheduler
 from cmamae._pytree import pytree_dataclass
 from cmamae.algorithms import Algorithm
 from cmamae.archives import GridArchive
-from cmamae.emitters import Emitter, GaussianEmitter
+from cmamae.emitters import GaussianEmitter, PrePhaseEmitter
 from cmamae.tasks import Task, Transitions, bind
 
 N, PRE, MAIN, STEPS = 4, 3, 2, 5
@@ -26,7 +26,7 @@ class ProbeState:
 
 
 @dataclasses.dataclass(frozen=True)
-class Probe(Emitter):
+class Probe(PrePhaseEmitter):
     """Pre-phase of PRE points (the first inserted), then MAIN points from the centre."""
 
     wants_transitions: bool = False
@@ -191,3 +191,14 @@ def test_budget_error_names_the_iteration_cost():
     algo = _algo((Probe(),))
     with pytest.raises(ValueError, match=r"evaluations of one iteration 5"):
         cmamae.run(_task(False), algo, evals=4)
+
+
+def test_a_pre_phase_needs_a_pre_phase_emitter():
+    @dataclasses.dataclass(frozen=True)
+    class Claims(GaussianEmitter):
+        @property
+        def grad_batch_size(self):
+            return 2
+
+    with pytest.raises(ValueError, match="is not a PrePhaseEmitter"):
+        Scheduler(_archive(), (Claims(sigma=0.1, num_solutions=2),))

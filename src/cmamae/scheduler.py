@@ -24,7 +24,7 @@ import numpy as np
 
 from cmamae._pytree import pytree_dataclass
 from cmamae.archives import AddInfo, ArchiveState
-from cmamae.emitters.base import Emitter
+from cmamae.emitters.base import Emitter, PrePhaseEmitter
 
 
 @pytree_dataclass
@@ -70,6 +70,12 @@ class Scheduler:
         if not emitters or not all(isinstance(e, Emitter) for e in emitters):
             raise ValueError(f"emitters must be a non-empty tuple of Emitters, got {emitters!r}")
         object.__setattr__(self, "emitters", emitters)
+        for e in emitters:
+            if e.grad_batch_size > 0 and not isinstance(e, PrePhaseEmitter):
+                raise ValueError(
+                    f"emitters: {type(e).__name__} has grad_batch_size {e.grad_batch_size} but "
+                    "is not a PrePhaseEmitter (which provides ask_grad and tell_grad)"
+                )
         if isinstance(self.result_archive, str):
             if self.result_archive != "auto":
                 raise ValueError(
@@ -256,10 +262,10 @@ class Scheduler:
         then ask, ``evaluate(solutions, key) -> (objectives, measures)`` (plus
         ``transitions`` when :attr:`needs_transitions`), tell."""
         if self.grad_batch_size > 0:
-            k_ask, k_eval, k_tell = jax.random.split(jax.random.fold_in(key, 1), 3)
+            k_ask, k_eval, k_tell = phase_keys(jax.random.fold_in(key, 1))
             solutions, state = self.ask_grad(k_ask, state)
             state, _ = self.tell_grad(k_tell, state, solutions, *evaluate(solutions, k_eval))
-        k_ask, k_eval, k_tell = jax.random.split(key, 3)
+        k_ask, k_eval, k_tell = phase_keys(key)
         solutions, state = self.ask(k_ask, state)
         state, _ = self.tell(k_tell, state, solutions, *evaluate(solutions, k_eval))
         return state
@@ -275,7 +281,7 @@ class Scheduler:
         def body(state, _):
             # The key of an iteration depends only on its index, so splitting a run into
             # chunks (or stopping and resuming it) does not change the random stream.
-            state = self.step(jax.random.fold_in(key, state.iteration), state, evaluate)
+            state = self.step(iteration_key(key, state), state, evaluate)
             metrics = _as_dict(self.stats(state))
             metrics["evaluations"] = state.evaluations
             return state, metrics
@@ -288,6 +294,18 @@ def _init(scheduler: Scheduler, key, x0) -> SchedulerState:
     # Compiled so that the state's leaves are distinct buffers (the emitters all start from
     # x0; eager code would alias it), which donating the state to compiled_run requires.
     return scheduler._init(key, x0)
+
+
+def iteration_key(run_key: jax.Array, state: SchedulerState) -> jax.Array:
+    """The key of the iteration ``state`` is at: it depends only on the index, so chunked,
+    resumed and host-driven runs draw the same numbers."""
+    return jax.random.fold_in(run_key, state.iteration)
+
+
+def phase_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(ask, evaluate, tell)`` keys of one phase of an iteration keyed ``key``."""
+    k_ask, k_eval, k_tell = jax.random.split(key, 3)
+    return k_ask, k_eval, k_tell
 
 
 def _rows(start: int, size: int) -> slice:

@@ -2,7 +2,7 @@
 gradient-based ones (CMA-MEGA's gradient arborescence, ME-ES) with their gradient sources, and
 the TD3-based ones (PGA-ME, CMA-MEGA (TD3, ES))."""
 
-from cmamae.emitters.base import Emitter
+from cmamae.emitters.base import Emitter, PrePhaseEmitter
 from cmamae.emitters.cma_mega_td3 import TD3ArborescenceEmitter, TD3ESGradient
 from cmamae.emitters.evolution_strategy import ESEmitterState, EvolutionStrategyEmitter
 from cmamae.emitters.gaussian import GaussianEmitter, IsoLineEmitter, MutationEmitterState
@@ -22,6 +22,7 @@ __all__ = [
     "GradientSource",
     "MEESEmitter",
     "MEESState",
+    "PrePhaseEmitter",
     "Emitter",
     "ESEmitterState",
     "EvolutionStrategyEmitter",

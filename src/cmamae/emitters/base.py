@@ -25,9 +25,8 @@ class Emitter(abc.ABC):
 
     @property
     def grad_batch_size(self) -> int:
-        """Solutions evaluated in this emitter's pre-phase each iteration, before its main
-        ``ask`` (samples for gradient estimates, the point whose gradients are taken); they
-        count in the evaluation budget. 0 (the default): no pre-phase."""
+        """Solutions evaluated in a pre-phase before the main ``ask``: 0, none
+        (:class:`PrePhaseEmitter` has one)."""
         return 0
 
     @property
@@ -42,29 +41,6 @@ class Emitter(abc.ABC):
     @abc.abstractmethod
     def ask(self, key: jax.Array, state: Any, archive, archive_state) -> tuple[jax.Array, Any]:
         """``(batch_size, n)`` solutions and the new emitter state."""
-
-    def ask_grad(
-        self, key: jax.Array, state: Any, archive, archive_state
-    ) -> tuple[jax.Array, Any]:
-        """Pre-phase: ``(grad_batch_size, n)`` solutions to evaluate and the new state. Only
-        called when ``grad_batch_size > 0``."""
-        raise NotImplementedError(f"{type(self).__name__} has no pre-phase")
-
-    def tell_grad(
-        self,
-        key: jax.Array,
-        state: Any,
-        archive,
-        archive_state,
-        solutions: jax.Array,
-        objectives: jax.Array,
-        measures: jax.Array,
-        transitions=None,
-    ) -> tuple[Any, jax.Array]:
-        """Pre-phase results (``(grad_batch_size, ...)`` arrays; ``transitions`` only when
-        :attr:`needs_transitions`). Returns the new state and an ``(grad_batch_size,)`` bool
-        mask of the rows to insert into the archive before the main ``ask``."""
-        raise NotImplementedError(f"{type(self).__name__} has no pre-phase")
 
     def tell(
         self,
@@ -83,9 +59,43 @@ class Emitter(abc.ABC):
         ``info`` for them (status, value). ``archive_state`` is the archive after insertion.
         ``transitions`` (only for emitters that :attr:`needs_transitions`) are the whole
         batch's, every emitter group's. Emitters that do not learn keep their state."""
-        del transitions
-        del key, archive, archive_state, solutions, objectives, measures, info
+        del key, archive, archive_state, solutions, objectives, measures, info, transitions
         return state
+
+
+@dataclasses.dataclass(frozen=True)
+class PrePhaseEmitter(Emitter):
+    """An emitter that evaluates a batch of its own before its main ``ask`` each iteration
+    (gradient samples, the point whose gradients are taken): CMA-MEGA, ME-ES. The scheduler
+    asks, evaluates and tells this pre-phase, inserts the rows the emitter chooses, then runs
+    the usual ask/tell."""
+
+    @property
+    @abc.abstractmethod
+    def grad_batch_size(self) -> int:
+        """Solutions of the pre-phase per iteration (> 0); they count in the budget."""
+
+    @abc.abstractmethod
+    def ask_grad(
+        self, key: jax.Array, state: Any, archive, archive_state
+    ) -> tuple[jax.Array, Any]:
+        """Pre-phase: ``(grad_batch_size, n)`` solutions to evaluate and the new state."""
+
+    @abc.abstractmethod
+    def tell_grad(
+        self,
+        key: jax.Array,
+        state: Any,
+        archive,
+        archive_state,
+        solutions: jax.Array,
+        objectives: jax.Array,
+        measures: jax.Array,
+        transitions=None,
+    ) -> tuple[Any, jax.Array]:
+        """Pre-phase results (``(grad_batch_size, ...)`` arrays; ``transitions`` only when
+        :attr:`needs_transitions`). Returns the new state and a ``(grad_batch_size,)`` bool
+        mask of the rows to insert into the archive before the main ``ask``."""
 
 
 def sample_parents(key, archive, archive_state, x0: jax.Array, num: int) -> jax.Array:

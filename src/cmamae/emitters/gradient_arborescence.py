@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 from cmamae._pytree import pytree_dataclass
-from cmamae.emitters.base import Emitter, sample_parents
+from cmamae.emitters.base import PrePhaseEmitter, sample_parents
 from cmamae.emitters.gradients import GradientSource
 from cmamae.emitters.rankers import check_ranker, ranking_fitness
 from cmamae.es import _common
@@ -83,7 +83,7 @@ def parent_weights(popsize: int) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class GradientArborescenceEmitter(Emitter):
+class GradientArborescenceEmitter(PrePhaseEmitter):
     """ψ CMA-MEGA emitters (module docstring).
 
     Attributes:

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import optax
 
 from cmamae._pytree import pytree_dataclass
-from cmamae.emitters.base import Emitter
+from cmamae.emitters.base import PrePhaseEmitter
 from cmamae.emitters.gradients import centered_ranks, mirrored_gradient, mirrored_samples
 from cmamae.es import _common
 
@@ -115,7 +115,7 @@ def novelty(
 
 
 @dataclasses.dataclass(frozen=True)
-class MEESEmitter(Emitter):
+class MEESEmitter(PrePhaseEmitter):
     """ψ ME-ES instances (module docstring); batch ψ, pre-phase ψ N.
 
     Attributes:

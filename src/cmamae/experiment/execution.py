@@ -30,6 +30,7 @@ import numpy as np
 from cmamae.experiment import distributed, sharding
 from cmamae.experiment.config import ConfigError
 from cmamae.loop import run_chunk
+from cmamae.scheduler import iteration_key, phase_keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,8 +201,7 @@ def _ask_all(scheduler, run_keys, states):
     eval_keys, tell_keys, states)``."""
 
     def one(run_key, state):
-        key = jax.random.fold_in(run_key, state.iteration)
-        k_ask, k_eval, k_tell = jax.random.split(key, 3)
+        k_ask, k_eval, k_tell = phase_keys(iteration_key(run_key, state))
         solutions, state = scheduler.ask(k_ask, state)
         return solutions, k_eval, k_tell, state
 

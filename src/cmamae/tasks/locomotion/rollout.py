@@ -102,25 +102,24 @@ def _check(solutions, policy: MLPPolicy):
         )
 
 
-def evaluate(
-    solutions: jax.Array,
-    key: jax.Array,
-    *,
-    robot: Robot,
-    adaptation: Adaptation,
-    policy: MLPPolicy,
-    episode_length: int,
-    noise_scale: float,
-) -> tuple[jax.Array, jax.Array]:
+def _batch(solutions, key, record, *, robot, adaptation, policy, episode_length, noise_scale):
+    """Every policy of ``solutions`` run from the reset state drawn from ``key``:
+    ``(total, contact_steps, steps, per_step)``, one row per solution."""
+    _check(solutions, policy)
+    data0 = start_data(robot, adaptation, key, noise_scale)
+    episode = lambda flat: _episode(robot, adaptation, policy, flat, data0, episode_length, record)
+    return jax.vmap(episode)(solutions)
+
+
+def evaluate(solutions: jax.Array, key: jax.Array, **task) -> tuple[jax.Array, jax.Array]:
     """Episode return and foot-contact fractions of each policy in ``solutions``.
 
     ``solutions`` ``(batch, num_params)`` -> ``(objectives (batch,), measures (batch, feet))``;
     a measure is the fraction of executed steps in which that foot touched the floor.
+    ``task``: the task's bound settings (robot, adaptation, policy, episode_length,
+    noise_scale).
     """
-    _check(solutions, policy)
-    data0 = start_data(robot, adaptation, key, noise_scale)
-    episode = lambda flat: _episode(robot, adaptation, policy, flat, data0, episode_length)
-    total, contact_steps, steps, _ = jax.vmap(episode)(solutions)
+    total, contact_steps, steps, _ = _batch(solutions, key, None, **task)
     return total, _measures(contact_steps, steps)
 
 
@@ -129,14 +128,7 @@ def _measures(contact_steps, steps):
 
 
 def evaluate_transitions(
-    solutions: jax.Array,
-    key: jax.Array,
-    *,
-    robot: Robot,
-    adaptation: Adaptation,
-    policy: MLPPolicy,
-    episode_length: int,
-    noise_scale: float,
+    solutions: jax.Array, key: jax.Array, **task
 ) -> tuple[jax.Array, jax.Array, Transitions]:
     """:func:`evaluate` (the same numbers for the same ``key``) plus the episodes'
     :class:`~cmamae.tasks.base.Transitions`, leaves ``(batch, episode_length, ...)``.
@@ -145,33 +137,14 @@ def evaluate_transitions(
     terminated (unhealthy); reaching ``episode_length`` is a truncation, not a termination;
     ``valid`` marks the steps that were executed (counted in the return).
     """
-    _check(solutions, policy)
-    data0 = start_data(robot, adaptation, key, noise_scale)
-    episode = lambda flat: _episode(
-        robot, adaptation, policy, flat, data0, episode_length, "transitions"
-    )
-    total, contact_steps, steps, transitions = jax.vmap(episode)(solutions)
+    total, contact_steps, steps, transitions = _batch(solutions, key, "transitions", **task)
     return total, _measures(contact_steps, steps), transitions
 
 
-def trajectory(
-    solutions: jax.Array,
-    key: jax.Array,
-    *,
-    robot: Robot,
-    adaptation: Adaptation,
-    policy: MLPPolicy,
-    episode_length: int,
-    noise_scale: float,
-) -> dict[str, jax.Array]:
+def trajectory(solutions: jax.Array, key: jax.Array, **task) -> dict[str, jax.Array]:
     """Per-step records of each episode (for tests and inspection): ``qpos``, ``qvel``,
     ``reward`` (the step's reward, counted or not), ``contacts`` (per foot), ``alive`` (the
     step was executed, i.e. counted), each with leading axes ``(batch, episode_length)``, plus
     ``objective`` and ``steps`` ``(batch,)``."""
-    _check(solutions, policy)
-    data0 = start_data(robot, adaptation, key, noise_scale)
-    episode = lambda flat: _episode(
-        robot, adaptation, policy, flat, data0, episode_length, "trajectory"
-    )
-    total, _, steps, per_step = jax.vmap(episode)(solutions)
+    total, _, steps, per_step = _batch(solutions, key, "trajectory", **task)
     return {**per_step, "objective": total, "steps": steps}
