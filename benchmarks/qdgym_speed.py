@@ -13,7 +13,9 @@ ours vs pyribs' scheduler driving the same evaluation function through a Dask cl
    episode per solution as the paper's code did). The share of a full iteration is that cost
    over (cost + 200 full episodes at the rate measured in 1. for 2 workers).
 3. End to end at a reduced episode length (``--iter-length``, default 100 steps): whole
-   iterations (ask, evaluate on 2 workers, tell) of ours and of pyribs + Dask, interleaved.
+   iterations (ask, evaluate on 2 workers, tell) of ours and of pyribs + Dask, interleaved,
+   compared in environment steps/s (each library's own solutions fall at different steps,
+   so evaluations/s alone compares different amounts of simulation).
 4. Projected hours for the paper's budget (1M evaluations) on 100 workers, from the per-worker
    rate in 1., the 2-worker efficiency, and our host-side cost per iteration.
 
@@ -56,19 +58,20 @@ def policies(task, count: int) -> np.ndarray:
 
 
 def counted(env, solution, seed, **settings):
-    """QDGym's episode returning its executed steps as the one "measure"."""
-    total, _, steps = qdgym.rollout(env, solution, seed, **settings)
-    return total, np.array([steps], float)
+    """QDGym's episode with its executed steps appended to the measures."""
+    total, contacts, steps = qdgym.rollout(env, solution, seed, **settings)
+    return total, np.append(contacts / steps, steps)
 
 
 def step_counting(task):
-    """``task`` whose measure is the episode's executed steps (for counting steps/s)."""
+    """``task`` whose episodes also return their executed steps, as a last measure column
+    (steps are counted, not assumed: QD Ant's falls end episodes early)."""
     fields = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
     del fields["evaluate"]
     fields.update(
-        measure_names=("steps",),
-        measure_ranges=((0.0, 1000.0),),
-        archive_dims=(1,),
+        measure_names=(*task.measure_names, "steps"),
+        measure_ranges=(*task.measure_ranges, (0.0, 1000.0)),
+        archive_dims=(*task.archive_dims, 1),
         episode=bind(counted, **dict(task.episode.kwargs)),
     )
     return host.host_task(**fields)
@@ -179,7 +182,8 @@ def main():
     evals: dict[int, list[float]] = {1: [], 2: []}
     for r in range(args.rounds):
         for w, ev in evaluators.items():
-            dt, (_, steps) = timed(ev, x, jax.random.key(r))
+            dt, (_, m) = timed(ev, x, jax.random.key(r))
+            steps = m[:, -1]
             rates[w].append(float(steps.sum()) / dt)
             evals[w].append(len(x) / dt)
             mean_steps = float(steps.mean())
@@ -222,23 +226,35 @@ def main():
               f"dispatch {med['dispatch'] * 1e3:7.1f} ms  total {total * 1e3:7.1f} ms  "
               f"share {share:.2%}")  # fmt: skip
 
-    # 3. whole iterations at a reduced episode length, 2 workers
-    our_short = distributed.DaskEvaluator(short, c2)
-    rb_short = ribs_dispatch(c2, short)
+    # 3. whole iterations at a reduced episode length, 2 workers. The two libraries' solutions
+    # differ, and so do their episodes' lengths (falls end them): throughput is compared in
+    # environment steps/s, counted per iteration; evaluations/s is printed too.
+    short_counting = step_counting(short)
+    our_short = distributed.DaskEvaluator(short_counting, c2)
+    rb_short = ribs_dispatch(c2, short_counting)
     walls: dict[str, list[float]] = {"ours": [], "pyribs": []}
+    steps_done: dict[str, list[float]] = {"ours": [], "pyribs": []}
     for r in range(args.iter_rounds):
         for name, ask, ev, tell in (("ours", our_ask, our_short, our_tell),
                                     ("pyribs", rb_ask, rb_short, rb_tell)):  # fmt: skip
             t0 = time.perf_counter()
             sol = ask()
             f, m = ev(sol, jax.random.key(100 + r))
-            tell(f.astype(np.float32), m.astype(np.float32))
+            tell(f.astype(np.float32), m[:, :-1].astype(np.float32))
             walls[name].append(time.perf_counter() - t0)
-    thr = {k: PSI * LAM / statistics.median(v) for k, v in walls.items()}
-    out["iterations"] = {"episode_length": args.iter_length, "evals_per_s": thr}
-    print(f"3. whole iterations, {args.iter_length}-step episodes, 2 workers, median of "
-          f"{args.iter_rounds}: ours {thr['ours']:.1f} eval/s, pyribs + Dask "
-          f"{thr['pyribs']:.1f} eval/s ({thr['ours'] / thr['pyribs']:.2f}x)")  # fmt: skip
+            steps_done[name].append(float(m[:, -1].sum()))
+    thr = {k: PSI * LAM * len(v) / sum(v) for k, v in walls.items()}
+    step_thr = {k: sum(steps_done[k]) / sum(walls[k]) for k in walls}
+    mean_len = {k: sum(v) / (PSI * LAM * len(v)) for k, v in steps_done.items()}
+    out["iterations"] = {"episode_length": args.iter_length, "evals_per_s": thr,
+                         "steps_per_s": step_thr, "mean_steps": mean_len,
+                         "walls": walls, "steps": steps_done}  # fmt: skip
+    print(f"3. whole iterations, {args.iter_length}-step episodes, 2 workers, "
+          f"{args.iter_rounds} interleaved rounds: ours {step_thr['ours']:,.0f} steps/s "
+          f"({thr['ours']:.1f} eval/s, mean {mean_len['ours']:.0f} steps), pyribs + Dask "
+          f"{step_thr['pyribs']:,.0f} steps/s ({thr['pyribs']:.1f} eval/s, mean "
+          f"{mean_len['pyribs']:.0f} steps): {step_thr['ours'] / step_thr['pyribs']:.2f}x "
+          "in steps/s")  # fmt: skip
 
     # 4. projection: 1M evaluations, 100 workers, batch 200 (2 episodes per worker per iteration)
     host_s = out["host_cost"]["ours"]["total"]
