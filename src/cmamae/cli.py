@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-plots", action="store_true", help="skip the plots at the end")
     r.add_argument(
         "--devices",
-        help="shard the compiled loop's seeds over N devices, or 'all' (default: one device)",
+        help="shard the compiled loop over N devices of this process, or 'all': the seeds, "
+        "then the evaluations' solutions (default: one device)",
     )
     r.add_argument(
         "--cluster",

@@ -96,16 +96,29 @@ def _init_seeds(scheduler: Scheduler, initial_solution: Callable, keys):
     return jax.vmap(one)(keys)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4), donate_argnums=(2,))
-def run_chunk(scheduler: Scheduler, keys, states, evaluate: Callable, iterations: int):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5), donate_argnums=(2,))
+def run_chunk(scheduler: Scheduler, keys, states, evaluate: Callable, iterations: int, mesh=None):
     """``iterations`` of every seed (leading axis of ``keys`` and ``states``), compiled, the
     states donated. One seed runs without the seed ``vmap``: a size-1 batch axis made the
-    MJX rollouts inside 1.5x slower on the CPU (the numbers are the same up to rounding)."""
+    MJX rollouts inside 1.5x slower on the CPU (the numbers are the same up to rounding).
+
+    ``mesh`` (static; from :func:`cmamae.experiment.sharding.batch_mesh`, with ``keys`` and
+    ``states`` placed on it): each group of devices along "seeds" runs its own seeds (one
+    seed without the ``vmap`` as above), the evaluations' solutions split over "solutions";
+    None: the unsharded program."""
+    from cmamae.experiment import sharding  # cmamae.experiment imports this module
+
+    evaluate = sharding.sharded_evaluate(evaluate, mesh)
     run_one = lambda key, state: scheduler.run(key, state, evaluate, iterations)
-    if keys.shape[0] == 1:
-        first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
-        return jax.tree_util.tree_map(lambda a: a[None], run_one(keys[0], first(states)))
-    return jax.vmap(run_one)(keys, states)
+
+    def run_seeds(keys, states):
+        if keys.shape[0] == 1:
+            first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)
+            return jax.tree_util.tree_map(lambda a: a[None], run_one(keys[0], first(states)))
+        return jax.vmap(run_one)(keys, states)
+
+    states, metrics = sharding.per_seed_group(run_seeds, mesh)(keys, states)
+    return sharding.keep_placed(states, mesh), sharding.replicate(metrics, mesh)
 
 
 def run(
@@ -116,6 +129,7 @@ def run(
     key: jax.Array | None = None,
     chunk_iterations: int | None = None,
     on_chunk: Callable[[int, dict[str, np.ndarray]], Any] | None = None,
+    devices: int | str | None = None,
 ) -> RunResult:
     """Run ``algo`` (an :class:`cmamae.algorithms.Algorithm`) on ``task`` for ``evals``
     evaluations per seed, all ``seeds`` in one compiled program.
@@ -125,6 +139,13 @@ def run(
     samples; a ValueError if that is zero). ``chunk_iterations`` (default: all) bounds how
     many iterations one compiled call advances; ``on_chunk(iterations_done, metrics_so_far)``
     is called on the host after each chunk.
+
+    ``devices`` (``None``: one device; ``N``; ``"all"``: this process's devices; the command
+    line's ``--devices``) shards the seeds and the evaluations' solutions over a device mesh
+    (:mod:`cmamae.experiment.sharding`); the metrics are the unsharded ones up to float
+    rounding. A ValueError for more devices than exist. With several JAX processes
+    (``jax.distributed.initialize()``) every process makes the same call, ``devices="all"``
+    spans them all, and the returned ``state`` is made of global arrays.
     """
     scheduler = algo.scheduler
     per_iteration = scheduler.evaluations_per_iteration
@@ -142,17 +163,21 @@ def run(
             "cmamae.experiment.start), which drives it with host-side ask/tell"
         )
     evaluate = evaluate_fn(scheduler, task, repr(algo.name))
+    from cmamae.experiment import sharding
+
+    mesh = sharding.plan(devices, seeds, scheduler)
     iterations = evals // per_iteration
     chunk = iterations if chunk_iterations is None else max(1, min(chunk_iterations, iterations))
     key = jax.random.key(0) if key is None else key
     init_keys, run_keys = seed_keys(key, seeds)
-    states = init_states(scheduler, task, init_keys)
+    run_keys = sharding.place(run_keys, mesh)
+    states = sharding.place(init_states(scheduler, task, init_keys), mesh)
 
     pieces: list[dict[str, np.ndarray]] = []
     done = 0
     for _ in range(math.ceil(iterations / chunk)):
         length = min(chunk, iterations - done)
-        states, metrics = run_chunk(scheduler, run_keys, states, evaluate, length)
+        states, metrics = run_chunk(scheduler, run_keys, states, evaluate, length, mesh)
         pieces.append(jax.tree_util.tree_map(np.asarray, metrics))
         done += length
         if on_chunk is not None:

@@ -199,9 +199,7 @@ class Scheduler:
         return state, info
 
     def _insert(self, state, solutions, objectives, measures, mask=None):
-        archive_state, info = self.archive.add(
-            state.archive, solutions, objectives, measures, mask
-        )
+        archive_state, info = self.archive.add(state.archive, solutions, objectives, measures, mask)
         result = state.result
         if self.result_archive is not None:
             result, _ = self.result_archive.add(result, solutions, objectives, measures, mask)

@@ -1,6 +1,7 @@
 """Execution modes of the runner: host-side ask/tell reproduces the compiled loop; the compiled
-loop sharded over two host devices gives the unsharded metrics; bad --devices/--workers/
---cluster are one-line errors with exit status 2."""
+loop with its seeds sharded over two host devices gives the unsharded metrics (the solutions
+axis: test_sharding.py); bad --devices/--workers/--cluster are one-line errors with exit
+status 2."""
 
 from __future__ import annotations
 
@@ -70,17 +71,19 @@ from test_execution import _run, _small  # this file, on PYTHONPATH
 assert len(jax.devices()) == 2
 task, scheduler = _small()
 _, run_keys = seed_keys(jax.random.key(0), 4)
-mesh = sharding.seed_mesh(sharding.resolve_devices("all"), 4)
-assert mesh is not None and mesh.size == 2
+batches = sharding.evaluation_batches(scheduler)
+mesh = sharding.batch_mesh(sharding.resolve_devices("all"), 4, batches)
+assert mesh is not None and dict(mesh.shape) == {"seeds": 2, "solutions": 1}
 plain = _run(CompiledAdvance(scheduler, task.evaluate, run_keys), scheduler, task, seeds=4)
-advance = CompiledAdvance(scheduler, task.evaluate, sharding.shard_seeds(run_keys, mesh), mesh)
+advance = CompiledAdvance(scheduler, task.evaluate, sharding.place(run_keys, mesh), mesh)
 sharded = _run(advance, scheduler, task, seeds=4)
 for k in ("num_elites", "evaluations", "num_invalid"):
     np.testing.assert_array_equal(sharded[k], plain[k], err_msg=k)
 for k in ("qd_score", "coverage", "obj_max", "obj_mean"):
     np.testing.assert_allclose(sharded[k], plain[k], rtol=1e-5, err_msg=k)
-# an odd seed count uses the devices that divide it: one, so nothing is sharded
-assert sharding.seed_mesh(sharding.resolve_devices("all"), 3) is None
+# an odd seed count: the devices go to the solutions (tests/experiment/test_sharding.py)
+mesh = sharding.batch_mesh(sharding.resolve_devices("all"), 3, batches)
+assert dict(mesh.shape) == {"seeds": 1, "solutions": 2}
 print("OK", sharded["qd_score"][:, -1])
 """
 

@@ -76,9 +76,7 @@ class PrePhaseEmitter(Emitter):
         """Solutions of the pre-phase per iteration (> 0); they count in the budget."""
 
     @abc.abstractmethod
-    def ask_grad(
-        self, key: jax.Array, state: Any, archive, archive_state
-    ) -> tuple[jax.Array, Any]:
+    def ask_grad(self, key: jax.Array, state: Any, archive, archive_state) -> tuple[jax.Array, Any]:
         """Pre-phase: ``(grad_batch_size, n)`` solutions to evaluate and the new state."""
 
     @abc.abstractmethod

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import functools
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +40,8 @@ class Execution:
         cluster: a Dask scheduler address ``tcp://HOST:PORT`` for host tasks; None: an
             in-process LocalCluster.
         workers: worker processes of that LocalCluster (default: one per core).
-        devices: devices the compiled loop's seeds are sharded over: a count or ``"all"``;
-            None: one device.
+        devices: devices the compiled loop's seeds and evaluations' solutions are sharded
+            over (:mod:`cmamae.experiment.sharding`): a count or ``"all"``; None: one device.
     """
 
     cluster: str | None = None
@@ -54,6 +53,11 @@ class Execution:
         (before any disk or cluster work; an unreachable ``cluster`` fails here within
         seconds)."""
         try:
+            if jax.process_count() > 1:
+                raise ConfigError(
+                    "the experiment runner (run folders, checkpoints) runs in one process; "
+                    "after jax.distributed.initialize() use cmamae.run(..., devices='all')"
+                )
             if task.host_evaluated:
                 _check_host_scheduler(scheduler)
                 if self.devices is not None:
@@ -82,16 +86,8 @@ class Execution:
         """The advance for this run (a context: a Dask client is closed on exit)."""
         self.validate(task, scheduler)
         if not task.host_evaluated:
-            devices = sharding.resolve_devices(self.devices)
-            mesh = sharding.seed_mesh(devices, len(run_keys))
-            used = 1 if mesh is None else mesh.size
-            if used < len(devices):
-                warnings.warn(
-                    f"devices: {used} of {len(devices)} used (the seeds, {len(run_keys)}, are "
-                    "split evenly over the largest device count that divides them)",
-                    stacklevel=2,
-                )
-            yield CompiledAdvance(scheduler, evaluate, sharding.shard_seeds(run_keys, mesh), mesh)
+            mesh = sharding.plan(self.devices, len(run_keys), scheduler)
+            yield CompiledAdvance(scheduler, evaluate, sharding.place(run_keys, mesh), mesh)
             return
         try:
             evaluator = distributed.DaskEvaluator(task, cluster=self.cluster, workers=self.workers)
@@ -103,7 +99,8 @@ class Execution:
 
 class CompiledAdvance:
     """Chunks of the compiled ``jit(vmap(lax.scan))`` loop, one compilation per length,
-    sharded over ``mesh`` when given."""
+    sharded over ``mesh`` (:func:`cmamae.experiment.sharding.batch_mesh`: seeds and the
+    evaluations' solutions) when given; ``run_keys`` must be placed on it."""
 
     def __init__(self, scheduler, evaluate, run_keys, mesh=None):
         self.scheduler, self.evaluate, self.run_keys, self.mesh = (
@@ -115,17 +112,18 @@ class CompiledAdvance:
         self._compiled: dict[int, object] = {}
 
     def place(self, states):
-        return sharding.shard_seeds(states, self.mesh)
+        return sharding.place(states, self.mesh)
 
     def prepare(self, states, length: int, progress) -> None:
         if length not in self._compiled:
             t0 = time.perf_counter()
             self._compiled[length] = run_chunk.lower(
-                self.scheduler, self.run_keys, states, self.evaluate, length
+                self.scheduler, self.run_keys, states, self.evaluate, length, self.mesh
             ).compile()
-            where = "" if self.mesh is None else f" over {self.mesh.size} devices"
+            where = sharding.describe(self.mesh)
             progress.message(
-                f"compiled a {length}-iteration chunk{where} in {time.perf_counter() - t0:.1f} s"
+                f"compiled a {length}-iteration chunk{' ' + where if where else ''} in "
+                f"{time.perf_counter() - t0:.1f} s"
             )
 
     def __call__(self, states, length: int):

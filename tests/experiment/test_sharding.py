@@ -1,0 +1,209 @@
+"""The compiled loop sharded over a ("seeds", "solutions") device mesh: the mesh shapes, and, on 4
+forced host devices (a subprocess with XLA_FLAGS), sharded runs give the unsharded metrics, the
+evaluation really is partitioned, and a gradient pre-phase batch runs sharded too; and
+``cmamae.run`` over two JAX processes (``jax.distributed``, CPU collectives over gloo)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import jax
+import pytest
+
+from cmamae import algorithms, tasks
+from cmamae.experiment import sharding
+
+
+@pytest.mark.parametrize(
+    "count, seeds, batches, shape",
+    [
+        (1, 5, (540,), (1, 1)),  # one device: no mesh, the unsharded program
+        (2, 1, (540,), (1, 2)),  # one seed: the solutions take the devices
+        (2, 4, (540,), (2, 1)),  # seeds first: no communication
+        (2, 3, (540,), (1, 2)),  # an odd seed count: the solutions
+        (4, 2, (540,), (2, 2)),
+        (4, 3, (540,), (3, 1)),  # the seeds get 3; the 1 left over can only be 1
+        (8, 1, (540,), (1, 6)),  # 6 divides 540, 7 and 8 do not
+        (2, 1, (525, 15), (1, 1)),  # cma-mega's default batches are odd: nothing to split
+        (4, 1, (16, 2), (1, 2)),  # the pre-phase batch bounds the split too
+        (3, 1, (), (1, 1)),  # no batches given: seeds only
+    ],
+)
+def test_mesh_shape(count, seeds, batches, shape):
+    assert sharding.mesh_shape(count, seeds, batches) == shape
+    devices = jax.devices()[:1]
+    assert sharding.batch_mesh(devices, seeds, batches) is None  # one device: no mesh
+
+
+def test_plan_warns_about_unused_devices_and_keeps_the_errors(monkeypatch):
+    task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
+    scheduler = algorithms.get("cma-mega", task).scheduler  # batches 525 and 15
+    two = [jax.devices()[0]] * 2
+    monkeypatch.setattr(jax, "devices", lambda: two)
+    monkeypatch.setattr(jax, "local_devices", lambda: two)
+    with pytest.warns(UserWarning, match=r"devices: 1 of 2 used .* 525 and 15"):
+        assert sharding.plan("all", 1, scheduler) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sharding.plan(None, 1, scheduler) is None  # one device asked: nothing unused
+    with pytest.raises(ValueError, match="devices: 3 requested but only 2"):
+        sharding.plan(3, 1, scheduler)
+    with pytest.raises(ValueError, match="devices must be a positive integer"):
+        sharding.plan("0", 1, scheduler)
+
+
+_SHARDED = """
+import warnings
+import jax, numpy as np
+from cmamae import algorithms, run, tasks
+from cmamae.experiment import sharding
+from cmamae.loop import init_states, run_chunk, seed_keys
+
+assert len(jax.devices()) == 4
+warnings.simplefilter("error")  # every device asked for is used
+task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
+algo = algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=8)  # batch 24
+EVALS = 24 * 10
+
+def same(sharded, plain, what):
+    assert sharded.keys() == plain.keys()
+    for k in ("num_elites", "evaluations", "num_invalid"):
+        np.testing.assert_array_equal(sharded[k], plain[k], err_msg=f"{what} {k}")
+    for k in ("qd_score", "norm_qd_score", "coverage", "obj_max", "obj_mean"):
+        np.testing.assert_allclose(sharded[k], plain[k], rtol=1e-5, err_msg=f"{what} {k}")
+
+def mesh_of(result):
+    s = jax.tree_util.tree_leaves(result.state)[0].sharding
+    return dict(s.mesh.shape), s.spec
+
+# (a) one seed on 2 devices: the solutions are split
+plain = run(task, algo, EVALS, seeds=1, chunk_iterations=5)
+sharded = run(task, algo, EVALS, seeds=1, chunk_iterations=5, devices=2)
+assert mesh_of(sharded)[0] == {"seeds": 1, "solutions": 2}, mesh_of(sharded)
+same(sharded.metrics, plain.metrics, "1 seed x 2 solution shards")
+
+# (b) 2 seeds x 2 solution shards on 4 devices; the states split over the seeds
+plain = run(task, algo, EVALS, seeds=2, chunk_iterations=5)
+sharded = run(task, algo, EVALS, seeds=2, chunk_iterations=5, devices="all")
+assert mesh_of(sharded) == ({"seeds": 2, "solutions": 2}, jax.sharding.PartitionSpec("seeds"))
+same(sharded.metrics, plain.metrics, "2 seeds x 2 solution shards")
+assert sharded.metrics["evaluations"][0, -1] == EVALS
+
+# (c) the partitioning is real: inside the compiled chunk each device evaluates 12 solutions
+# of its seed; the results are all-gathered; the evaluation alone is bit-exact
+seen = []
+
+def inspecting(x, key):
+    jax.debug.inspect_array_sharding(x, callback=seen.append)
+    return task.evaluate(x, key)
+
+mesh = sharding.plan("all", 2, algo.scheduler)
+init_keys, run_keys = seed_keys(jax.random.key(0), 2)
+states = sharding.place(init_states(algo.scheduler, task, init_keys), mesh)
+args = (algo.scheduler, sharding.place(run_keys, mesh), states, inspecting, 2, mesh)
+compiled = run_chunk.lower(*args).compile()
+hlo = compiled.as_text()
+# the states come back placed as they went in: the runner's ahead-of-time compiled chunk
+# takes them again (it refuses other shardings)
+placed = [a.sharding for a in jax.tree_util.tree_leaves(states)]
+out, _ = compiled(args[1], states)
+assert [a.sharding for a in jax.tree_util.tree_leaves(out)] == placed
+compiled(args[1], out)
+# (each group of devices sees its own seed, unbatched: shard_map over the seeds)
+assert seen and seen[-1].spec == jax.sharding.PartitionSpec("solutions"), seen
+assert seen[-1].shard_shape((24, 10)) == (12, 10)
+assert "all-gather(" in hlo and "f32[12,10]" in hlo
+x = jax.random.normal(jax.random.key(1), (2, 24, 10)) * 3.0
+keys = jax.random.split(jax.random.key(2), 2)
+whole = jax.jit(jax.vmap(task.evaluate))(x, keys)
+split = jax.jit(jax.vmap(sharding.sharded_evaluate(task.evaluate, mesh), spmd_axis_name="seeds"))
+for a, b in zip(whole, split(x, keys)):
+    np.testing.assert_array_equal(a, b)
+
+# (d) a gradient pre-phase batch (cma-mega: 16 solutions + 2 gradient samples) runs split
+mega = algorithms.get("cma-mega", task, num_emitters=2, popsize=8)
+plain = run(task, mega, 18 * 6, seeds=1)
+sharded = run(task, mega, 18 * 6, seeds=1, devices=2)
+assert mesh_of(sharded)[0] == {"seeds": 1, "solutions": 2}
+same(sharded.metrics, plain.metrics, "cma-mega")
+print("OK")
+"""
+
+
+def test_sharded_runs_give_the_unsharded_metrics():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SHARDED)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("OK"), out.stdout[-2000:]
+
+
+_PROCESS = """
+import sys
+import jax, numpy as np
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+process, port = int(sys.argv[1]), sys.argv[2]
+jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process)
+from cmamae import algorithms, run, tasks
+from cmamae.experiment import ConfigError
+from cmamae.experiment.execution import Execution
+
+assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_devices()) == 1
+task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
+algo = algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=8)
+for seeds, shape in ((1, {"seeds": 1, "solutions": 2}), (2, {"seeds": 2, "solutions": 1})):
+    plain = run(task, algo, 24 * 8, seeds=seeds)  # this process's own device
+    sharded = run(task, algo, 24 * 8, seeds=seeds, devices="all", chunk_iterations=4)
+    mesh = jax.tree_util.tree_leaves(sharded.state)[0].sharding.mesh
+    assert mesh.is_multi_process and dict(mesh.shape) == shape, mesh
+    for k in plain.metrics:
+        np.testing.assert_allclose(sharded.metrics[k], plain.metrics[k], rtol=1e-5, err_msg=k)
+try:  # the experiment runner (run folders, checkpoints) is one process's
+    Execution(devices="all").validate(task, algo.scheduler)
+    raise AssertionError("the runner accepted several processes")
+except ConfigError as err:
+    assert "one process" in str(err), err
+print("OK", process)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_over_two_jax_processes(tmp_path):
+    script = tmp_path / "process.py"
+    script.write_text(textwrap.dedent(_PROCESS))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device each
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(i), port],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(2)
+    ]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for i, (p, (out, err)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"process {i}: {err[-3000:]}"
+        assert out.strip().endswith(f"OK {i}"), out
