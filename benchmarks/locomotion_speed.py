@@ -15,7 +15,9 @@ Modes (run one or several; every figure is timed after a warm-up call that compi
   taken under the same load (``rollout`` and ``e2e`` time them minutes apart).
 * ``minf``: the lowest objectives of Xavier-initialized policies per robot (how ``min_f``
   was chosen, docs/tasks.md).
-* ``brax``: Brax's ``spring`` ant at the same batch, when brax is installed (benchmark-only).
+* ``brax``: Brax's ant at the same batch, when brax is installed (benchmark-only): its env
+  class with the ``spring`` and ``mjx`` backends, and its MJX model in a bare loop with each
+  of our model's fidelity choices added (what the difference costs).
 * ``solver``: for ``--task`` with 1, 2, 3, ... Newton iterations (``--solver-iterations``):
   MJX policy steps/s of ``jit(rollout.trajectory)`` on ``--batch`` Xavier policies, and
   agreement with native MuJoCo (same model) for the first ``--agree`` of them: how many keep
@@ -47,7 +49,7 @@ import cmamae
 from cmamae import algorithms, tasks
 from cmamae.tasks.base import bind
 from cmamae.tasks.locomotion import rollout
-from cmamae.tasks.locomotion.model import Adaptation
+from cmamae.tasks.locomotion.model import Adaptation, load_model
 
 PSI, LAM = 5, 40
 PAPER_EVALS, PAPER_SEEDS, PAPER_LENGTH = 1_000_000, 5, 1000
@@ -224,39 +226,112 @@ def mode_ratio(args, out):
 
 
 def mode_brax(args, out):
+    """Brax's ant (benchmark-only) at batch ψ·λ: its env class with the ``spring`` and ``mjx``
+    backends, then Brax's MJX ant model in a bare MJX loop (``frame_skip`` ``mjx.step``s
+    per policy step, nothing else) alone and with each of our model's fidelity choices,
+    and our task's model in the same loop: where the difference to Brax comes from."""
     if importlib.util.find_spec("brax") is None:
         print("brax is not installed: no outside reference", flush=True)
         out["brax"] = None
         return
     from brax import envs  # benchmark-only dependency
 
-    env = envs.get_environment("ant", backend="spring")
-    task = tasks.get("ant", episode_length=args.episode_length)
-    policy = dict(task.evaluate.kwargs)["policy"]
-    obs_size, act_size = env.observation_size, env.action_size
     from cmamae.tasks.policies import MLPPolicy
 
-    bpolicy = MLPPolicy((obs_size, *policy.layer_sizes[1:-1], act_size))
-    batch = PSI * LAM
-
-    def episode(flat, key):
-        state = env.reset(key)
-
-        def body(s, _):
-            s = env.step(s, bpolicy.apply(flat, s.obs))
-            return s, s.reward
-
-        _, rewards = jax.lax.scan(body, state, None, length=args.episode_length)
-        return rewards.sum()
-
+    batch, length = PSI * LAM, args.episode_length
     keys = jax.random.split(jax.random.key(0), batch)
-    x = jax.vmap(bpolicy.init_flat)(keys)
-    fn = jax.jit(jax.vmap(episode))
-    first, best = _timed(fn, x, keys, repeats=args.repeats)
-    out["brax"] = dict(
-        batch=batch, compile_s=round(first - best, 1), evals_per_s=round(batch / best, 1)
+    res = {}
+    for backend in ("spring", "mjx"):
+        env = envs.get_environment("ant", backend=backend)
+        policy = MLPPolicy((env.observation_size, 128, 128, env.action_size))
+
+        def episode(flat, key, env=env, policy=policy):
+            def body(s, _):
+                s = env.step(s, policy.apply(flat, s.obs))
+                return s, s.reward
+
+            return jax.lax.scan(body, env.reset(key), None, length=length)[1].sum()
+
+        x = jax.vmap(policy.init_flat)(keys)
+        _, best = _timed(jax.jit(jax.vmap(episode)), x, keys, repeats=args.repeats)
+        res[f"brax env, {backend}"] = round(batch * length / best)
+        print(f"brax env, {backend}: {res[f'brax env, {backend}']:,} policy steps/s", flush=True)
+    for name, model in _brax_model_variants():
+        res[name] = _bare_steps_per_s(model, keys, length, args.repeats)
+        print(f"{name}: {res[name]:,} policy steps/s", flush=True)
+    task = tasks.get("ant", episode_length=length)
+    kw = dict(task.evaluate.kwargs)
+    ours = load_model(kw["robot"], kw["adaptation"])
+    res["our ant model, bare loop"] = _bare_steps_per_s(ours, keys, length, args.repeats)
+    print(f"our ant model, bare loop: {res['our ant model, bare loop']:,} policy steps/s")
+    out["brax"] = dict(batch=batch, policy_steps_per_s=res)
+
+
+def _brax_model_variants():
+    """``(name, MjModel)``: Brax's MJX ant (its ant.xml with its MJX solver settings), then
+    with each of our ant model's choices (docs/tasks.md), then with all four."""
+    import mujoco
+    from etils import epath
+
+    path = str(epath.resource_path("brax") / "envs/assets/ant.xml")
+    feet = [f"{leg}_foot_geom" for leg in ("left", "right", "third", "fourth")]
+    legs = [f"{leg}_ankle_geom" for leg in ("left", "right", "third", "fourth")]
+    changes = {
+        "elliptic cones": lambda m: setattr(m.opt, "cone", mujoco.mjtCone.mjCONE_ELLIPTIC),
+        "8 line-search iterations": lambda m: setattr(m.opt, "ls_iterations", 8),
+        "contact margin 0.01": lambda m: [_set_geom(m, g, "margin", 0.01) for g in feet + legs],
+        "lower-leg capsules collide, not foot spheres": lambda m: [
+            *(_set_geom(m, g, "contype", 0) for g in feet),
+            *(_set_geom(m, g, "contype", 1) for g in legs),
+        ],
+    }
+
+    def model(*names):
+        m = mujoco.MjModel.from_xml_path(path)
+        m.opt.solver, m.opt.iterations, m.opt.ls_iterations = mujoco.mjtSolver.mjSOL_NEWTON, 1, 4
+        m.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_EULERDAMP
+        for n in names:
+            changes[n](m)
+        return m
+
+    yield "brax ant model, bare loop", model()
+    for n in changes:
+        yield f"  + {n}", model(n)
+    yield "  + all four", model(*changes)
+
+
+def _set_geom(model, geom: str, field: str, value) -> None:
+    import mujoco
+
+    getattr(model, f"geom_{field}")[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, geom)] = (
+        value
     )
-    print("brax spring ant:", out["brax"], flush=True)
+
+
+def _bare_steps_per_s(model, keys, length: int, repeats: int) -> int:
+    """Policy steps/s of ``len(keys)`` Xavier MLPs on ``model`` (an ant: 27 observations,
+    8 actions), 5 ``mjx.step``s per policy step and nothing else, from ``qpos0`` at rest."""
+    from cmamae.tasks.locomotion import physics
+    from cmamae.tasks.policies import MLPPolicy
+
+    mjx = physics.mjx
+    mx = mjx.put_model(model, impl=physics.IMPL)
+    data0 = mjx.make_data(mx, impl=physics.IMPL)
+    policy = MLPPolicy((model.nq - 2 + model.nv, 128, 128, model.nu))
+
+    def episode(flat):
+        params = policy.unflatten(flat)
+
+        def body(d, _):
+            d = d.replace(ctrl=policy.apply(params, jnp.concatenate([d.qpos[2:], d.qvel])))
+            d = jax.lax.fori_loop(0, 5, lambda _, d: mjx.step(mx, d), d)
+            return d, d.qpos[0]
+
+        return jax.lax.scan(body, data0, None, length=length)[1].sum()
+
+    x = jax.vmap(policy.init_flat)(keys)
+    _, best = _timed(jax.jit(jax.vmap(episode)), x, repeats=repeats)
+    return round(len(keys) * length / best)
 
 
 def mode_solver(args, out):
