@@ -6,10 +6,6 @@ status 2."""
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
-import textwrap
 import time
 
 import jax
@@ -59,48 +55,6 @@ def test_host_ask_tell_reproduces_the_compiled_loop():
     for k in ("qd_score", "coverage", "obj_max", "obj_mean"):
         np.testing.assert_allclose(on_host[k], compiled[k], rtol=1e-5, err_msg=k)
     assert compiled["evaluations"][0, -1] == ITERATIONS * 24
-
-
-_SHARDED = """
-import jax, numpy as np
-from cmamae.experiment import sharding
-from cmamae.experiment.execution import CompiledAdvance
-from cmamae.loop import seed_keys
-from test_execution import _run, _small  # this file, on PYTHONPATH
-
-assert len(jax.devices()) == 2
-task, scheduler = _small()
-_, run_keys = seed_keys(jax.random.key(0), 4)
-batches = sharding.evaluation_batches(scheduler)
-mesh = sharding.batch_mesh(sharding.resolve_devices("all"), 4, batches)
-assert mesh is not None and dict(mesh.shape) == {"seeds": 2, "solutions": 1}
-plain = _run(CompiledAdvance(scheduler, task.evaluate, run_keys), scheduler, task, seeds=4)
-advance = CompiledAdvance(scheduler, task.evaluate, sharding.place(run_keys, mesh), mesh)
-sharded = _run(advance, scheduler, task, seeds=4)
-for k in ("num_elites", "evaluations", "num_invalid"):
-    np.testing.assert_array_equal(sharded[k], plain[k], err_msg=k)
-for k in ("qd_score", "coverage", "obj_max", "obj_mean"):
-    np.testing.assert_allclose(sharded[k], plain[k], rtol=1e-5, err_msg=k)
-# an odd seed count: the devices go to the solutions (tests/experiment/test_sharding.py)
-mesh = sharding.batch_mesh(sharding.resolve_devices("all"), 3, batches)
-assert dict(mesh.shape) == {"seeds": 1, "solutions": 2}
-print("OK", sharded["qd_score"][:, -1])
-"""
-
-
-def test_sharded_compiled_run_gives_the_unsharded_metrics():
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    env["PYTHONPATH"] = os.pathsep.join([here, env.get("PYTHONPATH", "")])
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_SHARDED)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.startswith("OK")
 
 
 SPHERE = ["run", "--task", "sphere", "--evals", "1000", "--quiet", "--no-plots"]

@@ -135,17 +135,57 @@ print("OK")
 """
 
 
-def test_sharded_runs_give_the_unsharded_metrics():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+def _on_host_devices(script: str, count: int) -> str:
+    """Run ``script`` in a fresh interpreter with ``count`` forced host devices (this folder
+    importable); its stdout."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
     out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_SHARDED)],
+        [sys.executable, "-c", textwrap.dedent(script)],
         capture_output=True,
         text=True,
         env=env,
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().endswith("OK"), out.stdout[-2000:]
+    return out.stdout
+
+
+def test_sharded_runs_give_the_unsharded_metrics():
+    out = _on_host_devices(_SHARDED, 4)
+    assert out.strip().endswith("OK"), out[-2000:]
+
+
+_ADVANCE = """
+import jax, numpy as np
+from cmamae.experiment import sharding
+from cmamae.experiment.execution import CompiledAdvance
+from cmamae.loop import seed_keys
+from test_execution import _run, _small  # on PYTHONPATH (_on_host_devices)
+
+assert len(jax.devices()) == 2
+task, scheduler = _small()
+_, run_keys = seed_keys(jax.random.key(0), 4)
+batches = sharding.evaluation_batches(scheduler)
+mesh = sharding.batch_mesh(sharding.resolve_devices("all"), 4, batches)
+assert mesh is not None and dict(mesh.shape) == {"seeds": 2, "solutions": 1}
+plain = _run(CompiledAdvance(scheduler, task.evaluate, run_keys), scheduler, task, seeds=4)
+advance = CompiledAdvance(scheduler, task.evaluate, sharding.place(run_keys, mesh), mesh)
+sharded = _run(advance, scheduler, task, seeds=4)
+for k in ("num_elites", "evaluations", "num_invalid"):
+    np.testing.assert_array_equal(sharded[k], plain[k], err_msg=k)
+for k in ("qd_score", "coverage", "obj_max", "obj_mean"):
+    np.testing.assert_allclose(sharded[k], plain[k], rtol=1e-5, err_msg=k)
+# an odd seed count: the devices go to the solutions (tests/experiment/test_sharding.py)
+mesh = sharding.batch_mesh(sharding.resolve_devices("all"), 3, batches)
+assert dict(mesh.shape) == {"seeds": 1, "solutions": 2}
+print("OK", sharded["qd_score"][:, -1])
+"""
+
+
+def test_the_runners_sharded_advance_gives_the_unsharded_metrics():
+    out = _on_host_devices(_ADVANCE, 2)
+    assert out.startswith("OK"), out[-2000:]
 
 
 _PROCESS = """
