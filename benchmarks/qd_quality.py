@@ -66,23 +66,37 @@ def run_ours(task, name, iterations, seeds):
     return final["qd_score"], final["coverage"], final["obj_max"], (time.perf_counter() - t) / seeds
 
 
-def run_ribs_once(task, name, iterations, seed):
+def ribs_archives(task, settings, seed, dtype=np.float64):
+    """pyribs 0.12 ``(archive, result archive or None)`` with a recipe's ``settings``
+    (``algorithms.defaults``): the task's grid, learning rate, threshold_min, QD-score
+    offset ``min_f``."""
     from ribs.archives import GridArchive
-    from ribs.emitters import EvolutionStrategyEmitter, GaussianEmitter, IsoLineEmitter
-    from ribs.schedulers import Scheduler
 
-    s = algorithms.defaults(name, task)
-    n = task.solution_dim
-    x0 = np.zeros(n)
     kw = dict(
-        solution_dim=n,
+        solution_dim=task.solution_dim,
         dims=task.archive_dims,
         ranges=task.measure_ranges,
         seed=seed,
         qd_score_offset=task.min_f,
+        dtype=dtype,
     )
-    archive = GridArchive(learning_rate=s["learning_rate"], threshold_min=s["threshold_min"], **kw)
-    result = GridArchive(**kw) if s["learning_rate"] < 1 else None
+    archive = GridArchive(
+        learning_rate=settings["learning_rate"], threshold_min=settings["threshold_min"], **kw
+    )
+    return archive, (GridArchive(**kw) if settings["learning_rate"] < 1 else None)
+
+
+def ribs_scheduler(task, name, seed, x0=None, dtype=np.float64):
+    """pyribs 0.12's ``Scheduler`` for our recipe ``name`` on ``task`` with the recipe's
+    settings (``algorithms.defaults``; not ``cma-mega``, which pyribs runs with a gradient
+    phase, :func:`_run_ribs_cma_mega`); ``x0`` ``(n,)`` default zeros; emitter ``i`` seeded
+    ``seed * 1000 + i``."""
+    from ribs.emitters import EvolutionStrategyEmitter, GaussianEmitter, IsoLineEmitter
+    from ribs.schedulers import Scheduler
+
+    s = algorithms.defaults(name, task)
+    archive, result = ribs_archives(task, s, seed, dtype)
+    x0 = np.zeros(task.solution_dim, dtype) if x0 is None else np.asarray(x0, dtype)
     if name in RECIPE_ES:
         es_name = RECIPE_ES[name]
         es_kwargs = {}
@@ -105,8 +119,6 @@ def run_ribs_once(task, name, iterations, seed):
             )
             for i in range(s["num_emitters"])
         ]
-    elif name == "cma-mega":
-        return _run_ribs_cma_mega(task, s, archive, iterations, seed)
     elif name == "map-elites":
         emitters = [
             GaussianEmitter(archive, x0=x0, sigma=s["sigma"], batch_size=s["batch_size"], seed=seed)
@@ -122,7 +134,14 @@ def run_ribs_once(task, name, iterations, seed):
                 seed=seed,
             )
         ]
-    scheduler = Scheduler(archive, emitters, result_archive=result)
+    return Scheduler(archive, emitters, result_archive=result)
+
+
+def run_ribs_once(task, name, iterations, seed):
+    if name == "cma-mega":
+        s = algorithms.defaults(name, task)
+        return _run_ribs_cma_mega(task, s, ribs_archives(task, s, seed)[0], iterations, seed)
+    scheduler = ribs_scheduler(task, name, seed)
     evaluate = jax.jit(task.evaluate)
     key = jax.random.key(seed)
     for _ in range(iterations):

@@ -21,7 +21,7 @@ import time
 
 import jax
 import numpy as np
-from qd_quality import ES_NAMES, RECIPE_ES, fmt
+from qd_quality import fmt, ribs_scheduler
 
 from cmamae import algorithms, rundir, tasks
 from cmamae.experiment import RunConfig, distributed, start
@@ -42,31 +42,14 @@ def run_ours(task_name, settings, iterations, seeds, address, out):
 
 
 def run_ribs_once(task, iterations, seed, evaluator):
-    from ribs.archives import GridArchive
-    from ribs.emitters import EvolutionStrategyEmitter
-    from ribs.schedulers import Scheduler
-
-    s = algorithms.defaults(ALGO, task)
-    kw = dict(solution_dim=task.solution_dim, dims=task.archive_dims,
-              ranges=task.measure_ranges, seed=seed, qd_score_offset=task.min_f)  # fmt: skip
-    archive = GridArchive(learning_rate=s["learning_rate"], threshold_min=s["threshold_min"], **kw)
-    result = GridArchive(**kw)
-    x0 = np.asarray(task.initial_solution(jax.random.key(seed)), np.float64)
-    emitters = [
-        EvolutionStrategyEmitter(
-            archive, x0=x0, sigma0=s["sigma0"], ranker=s["ranker"],
-            es=ES_NAMES[RECIPE_ES[ALGO]], selection_rule="mu",
-            restart_rule=s["restart_rule"], batch_size=s["popsize"], seed=seed * 1000 + i,
-        )
-        for i in range(s["num_emitters"])
-    ]  # fmt: skip
-    scheduler = Scheduler(archive, emitters, result_archive=result)
+    x0 = task.initial_solution(jax.random.key(seed))
+    scheduler = ribs_scheduler(task, ALGO, seed, x0=x0)
     key = jax.random.key(10_000 + seed)
     for i in range(iterations):
         x = scheduler.ask()
         f, m = evaluator(x.astype(np.float32), jax.random.fold_in(key, i))
         scheduler.tell(f, m)
-    stats = result.stats
+    stats = scheduler.result_archive.stats
     return stats.qd_score, stats.coverage, stats.obj_max
 
 

@@ -37,6 +37,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from qd_quality import ribs_scheduler
 
 from cmamae import algorithms, tasks
 from cmamae.experiment import distributed
@@ -45,7 +46,7 @@ from cmamae.loop import init_states, seed_keys
 from cmamae.tasks import host, qdgym
 from cmamae.tasks.base import bind
 
-PSI, LAM, SIGMA0, ALPHA = 5, 40, 0.02, 0.001
+PSI, LAM = 5, 40
 
 
 def load() -> str:
@@ -102,32 +103,10 @@ def ours_iteration(task):
 
 
 def ribs_iteration(task):
-    """(ask, tell) of pyribs 0.12's scheduler with the same archive and emitters."""
-    from ribs.archives import GridArchive
-    from ribs.emitters import EvolutionStrategyEmitter
-    from ribs.schedulers import Scheduler
-
-    n = task.solution_dim
-    common = dict(solution_dim=n, dims=task.archive_dims, ranges=task.measure_ranges,
-                  qd_score_offset=task.min_f, dtype=np.float32)  # fmt: skip
-    archive = GridArchive(learning_rate=ALPHA, threshold_min=task.min_f, **common)
-    result = GridArchive(**common)
-    x0 = np.asarray(task.initial_solution(jax.random.key(0)), np.float32)
-    emitters = [
-        EvolutionStrategyEmitter(
-            archive,
-            x0=x0,
-            sigma0=SIGMA0,
-            ranker="imp",
-            es="sep_cma_es",
-            selection_rule="mu",
-            restart_rule="basic",
-            batch_size=LAM,
-            seed=i,
-        )  # fmt: skip
-        for i in range(PSI)
-    ]
-    scheduler = Scheduler(archive, emitters, result_archive=result)
+    """(ask, tell) of pyribs 0.12's scheduler with the same archives, emitters and settings
+    (sep-CMA-MAE's defaults on ``task``)."""
+    x0 = task.initial_solution(jax.random.key(0))
+    scheduler = ribs_scheduler(task, "sep-cma-mae", 0, x0=x0, dtype=np.float32)
     return scheduler.ask, lambda f, m: scheduler.tell(f, m)
 
 

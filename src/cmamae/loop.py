@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from cmamae import sharding
 from cmamae.scheduler import Scheduler, SchedulerState
 
 
@@ -102,12 +103,10 @@ def run_chunk(scheduler: Scheduler, keys, states, evaluate: Callable, iterations
     states donated. One seed runs without the seed ``vmap``: a size-1 batch axis made the
     MJX rollouts inside 1.5x slower on the CPU (the numbers are the same up to rounding).
 
-    ``mesh`` (static; from :func:`cmamae.experiment.sharding.batch_mesh`, with ``keys`` and
+    ``mesh`` (static; from :func:`cmamae.sharding.batch_mesh`, with ``keys`` and
     ``states`` placed on it): each group of devices along "seeds" runs its own seeds (one
     seed without the ``vmap`` as above), the evaluations' solutions split over "solutions";
     None: the unsharded program."""
-    from cmamae.experiment import sharding  # cmamae.experiment imports this module
-
     evaluate = sharding.sharded_evaluate(evaluate, mesh)
     run_one = lambda key, state: scheduler.run(key, state, evaluate, iterations)
 
@@ -142,7 +141,7 @@ def run(
 
     ``devices`` (``None``: one device; ``N``; ``"all"``: this process's devices; the command
     line's ``--devices``) shards the seeds and the evaluations' solutions over a device mesh
-    (:mod:`cmamae.experiment.sharding`); the metrics are the unsharded ones up to float
+    (:mod:`cmamae.sharding`); the metrics are the unsharded ones up to float
     rounding. A ValueError for more devices than exist. With several JAX processes
     (``jax.distributed.initialize()``) every process makes the same call, ``devices="all"``
     spans them all, and the returned ``state`` is made of global arrays.
@@ -163,8 +162,6 @@ def run(
             "cmamae.experiment.start), which drives it with host-side ask/tell"
         )
     evaluate = evaluate_fn(scheduler, task, repr(algo.name))
-    from cmamae.experiment import sharding
-
     mesh = sharding.plan(devices, seeds, scheduler)
     iterations = evals // per_iteration
     chunk = iterations if chunk_iterations is None else max(1, min(chunk_iterations, iterations))

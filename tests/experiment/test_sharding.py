@@ -15,8 +15,7 @@ import warnings
 import jax
 import pytest
 
-from cmamae import algorithms, tasks
-from cmamae.experiment import sharding
+from cmamae import algorithms, sharding, tasks
 
 
 @pytest.mark.parametrize(
@@ -61,7 +60,7 @@ _SHARDED = """
 import warnings
 import jax, numpy as np
 from cmamae import algorithms, run, tasks
-from cmamae.experiment import sharding
+from cmamae import sharding
 from cmamae.loop import init_states, run_chunk, seed_keys
 
 assert len(jax.devices()) == 4
@@ -158,7 +157,7 @@ def test_sharded_runs_give_the_unsharded_metrics():
 
 _ADVANCE = """
 import jax, numpy as np
-from cmamae.experiment import sharding
+from cmamae import sharding
 from cmamae.experiment.execution import CompiledAdvance
 from cmamae.loop import seed_keys
 from test_execution import _run, _small  # on PYTHONPATH (_on_host_devices)

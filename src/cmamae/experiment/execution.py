@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmamae.experiment import distributed, sharding
+from cmamae import sharding
+from cmamae.experiment import distributed
 from cmamae.experiment.config import ConfigError
 from cmamae.loop import run_chunk
 from cmamae.scheduler import iteration_key, phase_keys
@@ -41,7 +42,7 @@ class Execution:
             in-process LocalCluster.
         workers: worker processes of that LocalCluster (default: one per core).
         devices: devices the compiled loop's seeds and evaluations' solutions are sharded
-            over (:mod:`cmamae.experiment.sharding`): a count or ``"all"``; None: one device.
+            over (:mod:`cmamae.sharding`): a count or ``"all"``; None: one device.
     """
 
     cluster: str | None = None
@@ -99,7 +100,7 @@ class Execution:
 
 class CompiledAdvance:
     """Chunks of the compiled ``jit(vmap(lax.scan))`` loop, one compilation per length,
-    sharded over ``mesh`` (:func:`cmamae.experiment.sharding.batch_mesh`: seeds and the
+    sharded over ``mesh`` (:func:`cmamae.sharding.batch_mesh`: seeds and the
     evaluations' solutions) when given; ``run_keys`` must be placed on it."""
 
     def __init__(self, scheduler, evaluate, run_keys, mesh=None):

@@ -153,10 +153,7 @@ def _global(a, sharding):
 def replicate(tree, mesh: Mesh | None):
     """Inside a jitted function: every leaf of ``tree`` replicated on every device of
     ``mesh`` (the chunk's metrics, small, so that every process can read them)."""
-    if mesh is None:
-        return tree
-    sharding = NamedSharding(mesh, PartitionSpec())
-    return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
+    return tree if mesh is None else _constrain(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def keep_placed(tree, mesh: Mesh | None):
@@ -164,9 +161,11 @@ def keep_placed(tree, mesh: Mesh | None):
     :func:`place`'s sharding, so a compiled chunk returns its states as it takes them (XLA
     would otherwise choose, e.g. split an emitter's stored batch over "solutions", and an
     ahead-of-time compiled chunk refuses states placed differently)."""
-    if mesh is None:
-        return tree
-    sharding = NamedSharding(mesh, PartitionSpec(SEEDS))
+    return tree if mesh is None else _constrain(tree, NamedSharding(mesh, PartitionSpec(SEEDS)))
+
+
+def _constrain(tree, sharding):
+    """Inside a jitted function: every leaf of ``tree`` constrained to ``sharding``."""
     return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
 
 
@@ -185,8 +184,7 @@ def per_seed_group(run_seeds: Callable, mesh: Mesh | None) -> Callable:
         return run_seeds
 
     def whole(tree):  # replicated over "solutions" (the automatic axis), as placed
-        sharding = NamedSharding(jax.sharding.get_abstract_mesh(), PartitionSpec())
-        return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
+        return _constrain(tree, NamedSharding(jax.sharding.get_abstract_mesh(), PartitionSpec()))
 
     def local(keys, states):
         # pinned at both ends, so the partitioner does not split the states over "solutions"
@@ -226,15 +224,15 @@ class ShardedEvaluate:
         # inside per_seed_group's shard_map the mesh in context has "seeds" manual
         mesh = jax.sharding.get_abstract_mesh()
         mesh = mesh if SOLUTIONS in mesh.axis_names else self.mesh
-        split = NamedSharding(mesh, PartitionSpec(SOLUTIONS))
-        whole = NamedSharding(mesh, PartitionSpec())
 
-        def rowwise(fn):
-            return lambda a: fn(a) if getattr(a, "ndim", 0) >= 1 and a.shape[0] == rows else a
+        def rowwise(spec):  # constrain every leaf with the leading batch axis to ``spec``
+            sharding = NamedSharding(mesh, spec)
+            one = lambda a: (
+                jax.lax.with_sharding_constraint(a, sharding)
+                if getattr(a, "ndim", 0) >= 1 and a.shape[0] == rows
+                else a
+            )
+            return lambda tree: jax.tree_util.tree_map(one, tree)
 
-        constrain = lambda sharding: rowwise(
-            lambda a: jax.lax.with_sharding_constraint(a, sharding)
-        )
-        out = self.evaluate(constrain(split)(solutions), key)
-        out = jax.tree_util.tree_map(constrain(split), out)  # computed split ...
-        return jax.tree_util.tree_map(constrain(whole), out)  # ... then gathered
+        split, whole = rowwise(PartitionSpec(SOLUTIONS)), rowwise(PartitionSpec())
+        return whole(split(self.evaluate(split(solutions), key)))  # computed split, gathered
