@@ -182,8 +182,8 @@ class HostAdvance:
                 jnp.asarray(measures, dtype),
             )
             rows.append(metrics)
-        metrics = {k: np.stack([np.asarray(r[k]) for r in rows], axis=1) for k in rows[0]}
-        return states, metrics
+        # stacked on the device, then one copy per metric to the host
+        return states, jax.tree_util.tree_map(lambda *r: np.asarray(jnp.stack(r, axis=1)), *rows)
 
 
 def _check_host_scheduler(scheduler) -> None:
