@@ -55,7 +55,8 @@ def test_tell_inserts_whole_batch_into_both_archives():
     assert x.shape == (sched.batch_size, N) == (17, N)
     f, m = evaluate(x, None)
     new_state, info = sched.tell(jax.random.key(2), state, x, f, m)
-    expected, expected_info = sched.archive.add(sched.archive.init(), x, f, m)
+    # provenance: iteration 0, rows from 0 (no pre-phase)
+    expected, expected_info = sched.archive.add(sched.archive.init(), x, f, m, iteration=0)
     for a, b in zip(
         jax.tree_util.tree_leaves(new_state.archive), jax.tree_util.tree_leaves(expected)
     ):

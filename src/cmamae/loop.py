@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from cmamae import sharding
+from cmamae.provenance import Layout
 from cmamae.scheduler import Scheduler, SchedulerState
 
 
@@ -29,11 +30,19 @@ class RunResult:
         metrics: per-iteration metrics, each a NumPy array ``(seeds, iterations)``: the result
             archive's stats (num_elites, coverage, qd_score, norm_qd_score, obj_max, obj_mean,
             num_invalid) and the evaluations done after that iteration.
+        task: the task that was run.
+        run_keys: ``(seeds,)`` the per-seed keys of the iterations (:func:`seed_keys`).
+        layout: how the evaluations were laid out (:class:`cmamae.provenance.Layout`); with
+            ``run_keys`` and each elite's provenance it reproduces the elite's scoring
+            evaluation (:func:`cmamae.provenance.reproduce`).
     """
 
     scheduler: Scheduler
     state: SchedulerState
     metrics: dict[str, np.ndarray]
+    task: Any = None
+    run_keys: jax.Array | None = None
+    layout: Any = None
 
     def archive_state(self, seed: int = 0):
         """The result archive's state of one seed (the archive's own when α = 1)."""
@@ -179,7 +188,14 @@ def run(
         done += length
         if on_chunk is not None:
             on_chunk(done, _concat(pieces))
-    return RunResult(scheduler=scheduler, state=states, metrics=_concat(pieces))
+    return RunResult(
+        scheduler=scheduler,
+        state=states,
+        metrics=_concat(pieces),
+        task=task,
+        run_keys=run_keys,
+        layout=Layout.of(seeds, mesh),
+    )
 
 
 def _concat(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

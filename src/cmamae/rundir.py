@@ -7,7 +7,11 @@ A run folder (``runs/<name>/``, written by :mod:`cmamae.experiment`) holds:
 * ``archive/seed<i>.npz``: the result archive of seed ``i`` at the end (or at the last checkpoint
   of an unfinished run), written by :meth:`cmamae.archives.ArchiveBase.save_npz`;
 * ``checkpoints/``: the scheduler state every N iterations (:mod:`cmamae.experiment.checkpoint`);
-* ``plots/``: figures written by ``cmamae run`` / ``cmamae plot``.
+* ``plots/``: figures written by ``cmamae run`` / ``cmamae plot``;
+* ``provenance.json``: the device layout and the environment (versions, machine) the
+  iterations ran in, one segment per change (:mod:`cmamae.provenance`);
+* ``evaluation/``: re-evaluations of the elites (``cmamae evaluate``,
+  :mod:`cmamae.experiment.evaluation`).
 
 Everything here reads arrays and JSON only (``allow_pickle=False``), so opening a run folder that
 someone else shared cannot execute code.
@@ -24,6 +28,8 @@ METRICS = "metrics.csv"
 ARCHIVE_DIR = "archive"
 CHECKPOINT_DIR = "checkpoints"
 PLOT_DIR = "plots"
+PROVENANCE = "provenance.json"
+EVALUATION_DIR = "evaluation"
 
 # Columns of metrics.csv, in order. Stats are the result archive's (ArchiveStats fields).
 METRIC_COLUMNS = (
@@ -95,3 +101,23 @@ def load_archive(run_dir: str | os.PathLike, seed: int = 0):
         raise NotARunError(f"run {os.fspath(run_dir)!r} has no archive for seed {seed} ({path})")
     archive = load_archive_npz(path)
     return archive, load_npz(path, archive)
+
+
+def read_provenance(run_dir: str | os.PathLike) -> dict | None:
+    """The run's ``provenance.json`` (``{"format", "segments": [{"from_iteration", "layout",
+    "environment"}, ...]}``), or None for runs written before it existed."""
+    path = Path(run_dir) / PROVENANCE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise NotARunError(f"{os.fspath(path)!r} is not readable: {err}") from None
+
+
+def provenance_segment(record: dict | None, iteration: int) -> dict | None:
+    """The segment of ``record`` that covers ``iteration`` (None when there is none)."""
+    if not record:
+        return None
+    covering = [s for s in record.get("segments", []) if s["from_iteration"] <= iteration]
+    return covering[-1] if covering else None

@@ -188,7 +188,7 @@ class Scheduler:
                 start += e.grad_batch_size
             emitter_states.append(s)
         archive_state, result, info = self._insert(
-            state, solutions, objectives, measures, jnp.concatenate(masks)
+            state, solutions, objectives, measures, jnp.concatenate(masks), first_row=0
         )
         state = state.replace(
             archive=archive_state,
@@ -198,11 +198,19 @@ class Scheduler:
         )
         return state, info
 
-    def _insert(self, state, solutions, objectives, measures, mask=None):
-        archive_state, info = self.archive.add(state.archive, solutions, objectives, measures, mask)
+    def _insert(self, state, solutions, objectives, measures, mask=None, *, first_row):
+        """Insert into the archive and the result archive, recording each elite's provenance:
+        ``state.iteration`` and its row among the iteration's evaluations (``first_row`` +
+        its row in this batch; the pre-phase batch comes first)."""
+        where = dict(iteration=state.iteration, first_row=first_row)
+        archive_state, info = self.archive.add(
+            state.archive, solutions, objectives, measures, mask, **where
+        )
         result = state.result
         if self.result_archive is not None:
-            result, _ = self.result_archive.add(result, solutions, objectives, measures, mask)
+            result, _ = self.result_archive.add(
+                result, solutions, objectives, measures, mask, **where
+            )
         return archive_state, result, info
 
     def tell(
@@ -221,7 +229,9 @@ class Scheduler:
         _check_rows("solutions", solutions, self.batch_size)
         if self.needs_transitions and transitions is None:
             raise ValueError("transitions are required: an emitter learns from them")
-        archive_state, result, info = self._insert(state, solutions, objectives, measures)
+        archive_state, result, info = self._insert(
+            state, solutions, objectives, measures, first_row=self.grad_batch_size
+        )
         keys = jax.random.split(key, len(self.emitters))
         emitter_states, start = [], 0
         for e, k, s in zip(self.emitters, keys, state.emitters):

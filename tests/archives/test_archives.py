@@ -162,7 +162,16 @@ def test_npz_round_trip(tmp_path, archive):
     with np.load(path, allow_pickle=False) as data:
         assert all(data[k].dtype != object for k in data.files)
     loaded = load_npz(path, archive)
-    for name in ("occupied", "solutions", "objectives", "measures", "thresholds", "num_invalid"):
+    for name in (
+        "occupied",
+        "solutions",
+        "objectives",
+        "measures",
+        "thresholds",
+        "num_invalid",
+        "eval_iteration",
+        "eval_row",
+    ):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(s, name))
     rebuilt = load_archive_npz(path)
     assert rebuilt == archive and hash(rebuilt) == hash(archive)
@@ -181,6 +190,8 @@ def test_to_dataframe():
         "solution_0",
         "solution_1",
         "threshold",
+        "eval_iteration",
+        "eval_row",
     ]
     occ = np.flatnonzero(np.asarray(s.occupied))
     np.testing.assert_array_equal(df["index"], occ)
@@ -347,3 +358,39 @@ def test_cvt_index_matches_numpy_brute_force(cells):
 def test_empty_batch():
     s, info = GRID.add(GRID.init(), np.zeros((0, 2)), np.zeros((0,)), np.zeros((0, 2)))
     assert info.status.shape == (0,) and not bool(s.occupied.any())
+
+
+def test_provenance_follows_the_elites():
+    """Each elite keeps the iteration and row of the batch it came from; a later batch that
+    replaces it replaces its provenance; cells it does not win keep theirs."""
+    a = GridArchive(1, (4,), [(0.0, 4.0)], learning_rate=1.0)
+    s = a.init()
+    np.testing.assert_array_equal(s.eval_iteration, -1)
+    x = jnp.zeros((3, 1))
+    s, _ = a.add(
+        s,
+        x,
+        jnp.array([1.0, 2.0, 5.0]),
+        jnp.array([[0.5], [0.6], [2.5]]),
+        iteration=7,
+        first_row=10,
+    )
+    # cell 0: rows 10 and 11 compete, 11 (objective 2) wins; cell 2: row 12
+    assert np.asarray(s.eval_iteration).tolist() == [7, -1, 7, -1]
+    assert np.asarray(s.eval_row).tolist() == [11, -1, 12, -1]
+    s, _ = a.add(s, x[:2], jnp.array([3.0, 1.0]), jnp.array([[0.1], [2.1]]), iteration=8)
+    assert np.asarray(s.eval_iteration).tolist() == [8, -1, 7, -1]  # 1.0 does not beat 5.0
+    assert np.asarray(s.eval_row).tolist() == [0, -1, 12, -1]
+    s, _ = a.add(s, x[:1], jnp.array([9.0]), jnp.array([[3.5]]))  # no provenance given
+    assert np.asarray(s.eval_iteration).tolist() == [8, -1, 7, -1]
+    assert int(s.eval_row[3]) == 0 and int(s.eval_iteration[3]) == -1
+
+
+def test_old_archive_files_load_with_unknown_provenance(tmp_path):
+    s, _ = GRID.add(GRID.init(), *_batch(GRID, 3), iteration=2)
+    old = s.replace(eval_iteration=None, eval_row=None)  # as written before provenance
+    GRID.save_npz(old, tmp_path / "old.npz")
+    loaded = load_npz(tmp_path / "old.npz", GRID)
+    np.testing.assert_array_equal(loaded.eval_iteration, -1)
+    np.testing.assert_array_equal(loaded.eval_row, -1)
+    np.testing.assert_array_equal(loaded.objectives, s.objectives)

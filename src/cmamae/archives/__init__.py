@@ -11,12 +11,15 @@ from cmamae.archives.base import (
     IMPROVE_EXISTING,
     NEW,
     NOT_ADDED,
+    UNKNOWN,
     AddInfo,
     ArchiveBase,
     ArchiveState,
     ArchiveStats,
     load_archive_npz,
     load_npz,
+    with_provenance,
+    without_provenance,
 )
 from cmamae.archives.cvt import CVTArchive, kmeans_centroids
 from cmamae.archives.grid import GridArchive
@@ -25,6 +28,7 @@ __all__ = [
     "IMPROVE_EXISTING",
     "NEW",
     "NOT_ADDED",
+    "UNKNOWN",
     "AddInfo",
     "ArchiveBase",
     "ArchiveState",
@@ -34,4 +38,6 @@ __all__ = [
     "kmeans_centroids",
     "load_archive_npz",
     "load_npz",
+    "with_provenance",
+    "without_provenance",
 ]

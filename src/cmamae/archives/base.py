@@ -55,6 +55,9 @@ NEW = 2
 
 _REGISTRY: dict[str, type[ArchiveBase]] = {}
 _STATE_FIELDS = ("occupied", "solutions", "objectives", "measures", "thresholds", "num_invalid")
+# Provenance fields: archives written before they existed load with every entry UNKNOWN.
+_PROVENANCE_FIELDS = ("eval_iteration", "eval_row")
+UNKNOWN = -1
 
 
 @pytree_dataclass
@@ -69,6 +72,14 @@ class ArchiveState:
         thresholds: ``(cells,)`` acceptance thresholds (``threshold_min`` in empty cells).
         num_invalid: ``()`` int32, how many submitted solutions had a non-finite objective or
             measure and were rejected, over the archive's whole life.
+        eval_iteration: ``(cells,)`` int32 provenance: the scheduler iteration whose evaluation
+            scored the elite (-1 in empty cells, for solutions added outside a scheduler, and
+            in archives written before provenance was recorded).
+        eval_row: ``(cells,)`` int32 provenance: the elite's row in that iteration's
+            evaluations, counting the gradient pre-phase batch first (rows ``[0, g)``) and the
+            main batch after it (rows ``[g, g + batch)``); -1 where unknown. With the run's
+            key and device layout this reproduces the scoring evaluation
+            (:mod:`cmamae.provenance`).
     """
 
     occupied: jax.Array
@@ -77,6 +88,8 @@ class ArchiveState:
     measures: jax.Array
     thresholds: jax.Array
     num_invalid: jax.Array
+    eval_iteration: jax.Array | None = None
+    eval_row: jax.Array | None = None
 
 
 @pytree_dataclass
@@ -285,6 +298,8 @@ class ArchiveBase(abc.ABC):
             measures=jnp.zeros((c, self.measure_dim), dt),
             thresholds=jnp.full((c,), self.threshold_min, dt),
             num_invalid=jnp.zeros((), jnp.int32),
+            eval_iteration=jnp.full((c,), UNKNOWN, jnp.int32),
+            eval_row=jnp.full((c,), UNKNOWN, jnp.int32),
         )
 
     def result_archive(self) -> ArchiveBase:
@@ -319,6 +334,8 @@ class ArchiveBase(abc.ABC):
         objectives: jax.Array,
         measures: jax.Array,
         mask: jax.Array | None = None,
+        iteration: jax.Array | int | None = None,
+        first_row: int = 0,
     ) -> tuple[ArchiveState, AddInfo]:
         """Insert a batch; pyribs 0.12's batch rule (module docstring).
 
@@ -329,6 +346,12 @@ class ArchiveBase(abc.ABC):
             measures: ``(batch, measure_dim)``.
             mask: optional ``(batch,)`` bool; rows where it is False are skipped as if absent
                 from the batch (status 0, value 0, index -1, not counted as invalid).
+            iteration: provenance: the scheduler iteration that evaluated the batch (an int32
+                scalar, traced or not), stored with each new elite as ``eval_iteration``;
+                None stores -1 (unknown).
+            first_row: provenance: the row of the batch's first solution among the
+                iteration's evaluations; solution i is stored with ``eval_row = first_row +
+                i``.
 
         Returns:
             The new state and an :class:`AddInfo` of ``(batch,)`` arrays. Non-finite objectives
@@ -343,9 +366,20 @@ class ArchiveBase(abc.ABC):
                     f"mask must be a bool array of shape {objectives.shape}, "
                     f"got {mask.dtype} {mask.shape}"
                 )
-        return _jit_method("_add")(self, state, solutions, objectives, measures, mask)
+        if isinstance(first_row, bool) or not isinstance(first_row, (int, np.integer)):
+            raise ValueError(f"first_row must be a non-negative integer, got {first_row!r}")
+        if first_row < 0:
+            raise ValueError(f"first_row must be a non-negative integer, got {first_row!r}")
+        iteration = jnp.asarray(UNKNOWN if iteration is None else iteration, jnp.int32)
+        if iteration.shape != ():
+            raise ValueError(f"iteration must be a scalar, got shape {iteration.shape}")
+        return _jit_method("_add", 6)(
+            self, state, solutions, objectives, measures, mask, int(first_row), iteration
+        )
 
-    def _add(self, state, solutions, objectives, measures, mask=None):
+    def _add(
+        self, state, solutions, objectives, measures, mask=None, first_row=0, iteration=UNKNOWN
+    ):
         dt = state.objectives.dtype
         solutions = solutions.astype(state.solutions.dtype)
         objectives = objectives.astype(dt)
@@ -423,6 +457,10 @@ class ArchiveBase(abc.ABC):
             measures=state.measures.at[target].set(measures, **by_row),
             thresholds=state.thresholds.at[rows].set(new_t.astype(dt), **scatter),
             num_invalid=state.num_invalid + jnp.sum(submitted & ~finite, dtype=jnp.int32),
+            eval_iteration=state.eval_iteration.at[target].set(
+                jnp.broadcast_to(jnp.asarray(iteration, jnp.int32), (b,)), **by_row
+            ),
+            eval_row=state.eval_row.at[target].set(first_row + pos, **by_row),
         )
         return new_state, info
 
@@ -488,7 +526,8 @@ class ArchiveBase(abc.ABC):
     def to_dataframe(self, state: ArchiveState):
         """The elites as a :class:`pandas.DataFrame`, one row per occupied cell, by index.
 
-        Columns: ``index``, ``objective``, ``measures_0..``, ``solution_0..``, ``threshold``.
+        Columns: ``index``, ``objective``, ``measures_0..``, ``solution_0..``, ``threshold``,
+        ``eval_iteration``, ``eval_row`` (provenance; -1 where unknown).
         """
         import pandas as pd
 
@@ -506,7 +545,12 @@ class ArchiveBase(abc.ABC):
                 np.asarray(state.solutions)[idx],
                 columns=[f"solution_{i}" for i in range(self.solution_dim)],
             ),
-            pd.DataFrame({"threshold": np.asarray(state.thresholds)[idx]}),
+            pd.DataFrame(
+                {
+                    "threshold": np.asarray(state.thresholds)[idx],
+                    **{f: np.asarray(getattr(state, f))[idx] for f in _PROVENANCE_FIELDS},
+                }
+            ),
         ]
         return pd.concat(frames, axis=1)
 
@@ -523,7 +567,8 @@ class ArchiveBase(abc.ABC):
     def save_npz(self, state: ArchiveState, path: str | os.PathLike) -> None:
         """Write ``state`` and this archive's settings to an ``.npz`` file (arrays + JSON only,
         no pickle). ``np.savez`` appends ``.npz`` to a path without it."""
-        arrays = {name: np.asarray(getattr(state, name)) for name in _STATE_FIELDS}
+        names = _STATE_FIELDS + _PROVENANCE_FIELDS
+        arrays = {n: np.asarray(getattr(state, n)) for n in names if getattr(state, n) is not None}
         for name in self._array_fields:
             arrays[name] = np.asarray(getattr(self, name))
         arrays["config"] = np.asarray(json.dumps(self.config()))
@@ -534,16 +579,21 @@ def load_npz(path: str | os.PathLike, archive: ArchiveBase | None = None) -> Arc
     """Read an :class:`ArchiveState` written by :meth:`ArchiveBase.save_npz` (never unpickles).
 
     With ``archive``, the arrays are checked against its shapes (``ValueError`` on a mismatch)
-    and cast to its dtype.
+    and cast to its dtype. Files written before provenance was recorded load with
+    ``eval_iteration`` and ``eval_row`` all -1 (unknown).
     """
     with np.load(path, allow_pickle=False) as data:
         missing = [n for n in _STATE_FIELDS if n not in data.files]
         if missing:
             raise ValueError(f"path {os.fspath(path)!r} is not an archive file: lacks {missing}")
         arrays = {n: np.asarray(data[n]) for n in _STATE_FIELDS}
+        cells = arrays["occupied"].shape[0]
+        for n in _PROVENANCE_FIELDS:
+            stored = n in data.files
+            arrays[n] = np.asarray(data[n]) if stored else np.full(cells, UNKNOWN, np.int32)
     if archive is not None:
         expected = archive.init()
-        for n in _STATE_FIELDS:
+        for n in _STATE_FIELDS + _PROVENANCE_FIELDS:
             want = getattr(expected, n)
             if arrays[n].shape != want.shape:
                 raise ValueError(
@@ -552,6 +602,23 @@ def load_npz(path: str | os.PathLike, archive: ArchiveBase | None = None) -> Arc
                 )
             arrays[n] = arrays[n].astype(want.dtype)
     return ArchiveState(**{n: jnp.asarray(a) for n, a in arrays.items()})
+
+
+def with_provenance(state: ArchiveState) -> ArchiveState:
+    """``state`` with unknown provenance (-1) filled in where its provenance fields are None
+    (a state restored from a checkpoint written before provenance was recorded)."""
+    fill = {
+        n: jnp.full(state.occupied.shape, UNKNOWN, jnp.int32)
+        for n in _PROVENANCE_FIELDS
+        if getattr(state, n) is None
+    }
+    return state.replace(**fill) if fill else state
+
+
+def without_provenance(state: ArchiveState) -> ArchiveState:
+    """``state`` with its provenance fields set to None: the tree structure of archive states
+    written before provenance was recorded (a template for reading old checkpoints)."""
+    return state.replace(**{n: None for n in _PROVENANCE_FIELDS})
 
 
 def load_archive_npz(path: str | os.PathLike) -> ArchiveBase:

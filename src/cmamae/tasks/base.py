@@ -77,6 +77,32 @@ class Transitions:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReplayHook:
+    """What a task offers replay besides ``evaluate``: its episodes step by step, to draw.
+
+    Attributes:
+        trajectory: ``trajectory(solutions (batch, n), key) -> dict`` of NumPy-convertible
+            arrays: the episodes ``evaluate`` runs for the same key, recorded per step, each
+            entry with leading axes ``(batch, T, ...)``, plus ``steps`` ``(batch,)`` (steps
+            executed) and, where the episode's score is its return, ``objective``
+            ``(batch,)``. Pure JAX (jit- and vmap-able), so replay runs it in the run's
+            layout.
+        step_seconds: simulated seconds per step.
+        series: ``(entry, axis label)`` pairs of per-step entries worth plotting.
+        mujoco_model: optional ``() -> mujoco.MjModel``; with it the trajectory holds
+            ``qpos`` ``(batch, T, nq)`` (after each step) and ``start_qpos`` ``(batch, nq)``,
+            drawn as a video.
+        camera: optional ``(name, value)`` pairs for the video's tracking camera.
+    """
+
+    trajectory: Callable[[jax.Array, jax.Array], dict]
+    step_seconds: float
+    series: tuple[tuple[str, str], ...] = ()
+    mujoco_model: Callable[[], Any] | None = None
+    camera: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Task:
     """An optimization problem: objective and measures of a batch of solution vectors.
 
@@ -101,6 +127,8 @@ class Task:
             rollouts (algorithms that learn from transitions then refuse the task).
         policy: optional, the :class:`cmamae.tasks.policies.MLPPolicy` a solution vector
             parameterizes (for algorithms that train or differentiate the actor).
+        replay: optional :class:`ReplayHook`: the episodes step by step, for ``cmamae
+            replay`` to draw (a video for MuJoCo tasks); None: replay draws the solution.
     """
 
     name: str
@@ -114,6 +142,7 @@ class Task:
     initial_solution: Callable[[jax.Array], jax.Array]
     evaluate_transitions: Callable[..., tuple[jax.Array, jax.Array, Transitions]] | None = None
     policy: Any = None
+    replay: ReplayHook | None = None
 
     def __post_init__(self):
         if not isinstance(self.solution_dim, int) or self.solution_dim < 1:

@@ -30,7 +30,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from cmamae.tasks.base import Task, bind, register
+from cmamae.tasks.base import ReplayHook, Task, bind, register
 from cmamae.tasks.policies import MLPPolicy
 
 GRAVITY = 10.0
@@ -126,6 +126,34 @@ def evaluate(
     return objectives, measures
 
 
+def trajectory(
+    solutions: jax.Array, key: jax.Array, *, policy: MLPPolicy, num_episodes: int, num_steps: int
+) -> dict[str, jax.Array]:
+    """The first of the ``num_episodes`` episodes :func:`evaluate` runs for ``key``, per step:
+    ``angle`` θ (wrapped to [−π, π), 0 upright), ``angular_velocity`` θ̇, ``torque`` u and
+    ``reward``, each ``(batch, num_steps)``; ``steps`` ``(batch,)``."""
+    episode_key = jax.random.split(key, num_episodes)[0]
+
+    def one(flat):
+        params = policy.unflatten(flat)
+
+        def body(state, _):
+            next_state, reward, torque = step(state, policy.apply(params, observe(state)))
+            return next_state, jnp.stack([angle_normalize(state[0]), state[1], torque, reward])
+
+        _, rows = jax.lax.scan(body, reset(episode_key), None, length=num_steps)
+        return rows
+
+    rows = jax.vmap(one)(solutions)
+    return {
+        "angle": rows[..., 0],
+        "angular_velocity": rows[..., 1],
+        "torque": rows[..., 2],
+        "reward": rows[..., 3],
+        "steps": jnp.full(solutions.shape[:1], num_steps, jnp.int32),
+    }
+
+
 def initial_solution(key: jax.Array, *, policy: MLPPolicy, zeros: bool) -> jax.Array:
     """All zeros (the tutorial's x0) or a Glorot-initialized policy vector."""
     if zeros:
@@ -180,4 +208,11 @@ def pendulum_task(
             with_measures=bool(with_measures),
         ),
         initial_solution=bind(initial_solution, policy=policy, zeros=bool(zero_init)),
+        replay=ReplayHook(
+            trajectory=bind(
+                trajectory, policy=policy, num_episodes=num_episodes, num_steps=num_steps
+            ),
+            step_seconds=DT,
+            series=(("angle", "angle θ (rad, 0 = up)"), ("torque", "torque")),
+        ),
     )
