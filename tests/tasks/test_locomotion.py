@@ -112,7 +112,7 @@ def test_unknown_names_list_valid_ones():
 # ---------------------------------------------------------------- rollouts (compiled once)
 @pytest.fixture(scope="module")
 def ant():
-    return tasks.get("ant", episode_length=LENGTH)
+    return tasks.get("ant", episode_length=LENGTH, backend="mjx")
 
 
 @pytest.fixture(scope="module")

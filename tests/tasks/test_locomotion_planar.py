@@ -18,7 +18,7 @@ LENGTH = 30
 
 @pytest.fixture(scope="module")
 def hopper_runs():
-    task = tasks.get("hopper", episode_length=LENGTH)
+    task = tasks.get("hopper", episode_length=LENGTH, backend="mjx")
     keys = jax.random.split(jax.random.key(3), 2)
     xavier = jax.vmap(task.initial_solution)(keys)
     # 0 holds still (it topples slowly), 1 is a Xavier policy (falls within ~12 steps), 2 gentle.

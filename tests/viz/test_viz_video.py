@@ -20,7 +20,8 @@ from cmamae.tasks.locomotion.robots import ROBOTS  # noqa: E402
 from cmamae.viz import replay as rp  # noqa: E402
 from cmamae.viz import video  # noqa: E402
 
-SETTINGS = {"episode_length": 6, "hidden_sizes": [4]}
+# The replay below re-evaluates with MJX (viz.replay.locomotion_episode): pinned to that backend.
+SETTINGS = {"episode_length": 6, "hidden_sizes": [4], "backend": "mjx"}
 
 
 @pytest.fixture(scope="module")

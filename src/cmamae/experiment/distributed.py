@@ -2,14 +2,17 @@
 
 A :class:`DaskEvaluator` sends a batch of solutions to Dask workers in chunks and gathers
 objectives and measures in the batch's order. Each worker process keeps one simulator per
-task alive between chunks (:func:`cmamae.tasks.host.simulator_for`). Every solution travels
-with its own episode argument (a reset seed drawn from the run's key on the host), so the
-result does not depend on which worker evaluates what:
+task alive between chunks (:func:`cmamae.tasks.host.simulator_for`); a task that evaluates a
+whole chunk at once (``task.evaluate_chunk``: the ``*-native`` MuJoCo tasks, one batched
+simulation per solution, :mod:`cmamae.tasks.host_native`) gets its chunks that way. Every
+solution travels with its own episode argument (a reset seed or start state drawn from the
+run's key on the host), so the result does not depend on which worker evaluates what:
 
 * a worker that dies mid-batch: Dask reruns its chunks elsewhere (and a chunk that Dask gives
   up on, ``KilledWorker``, is submitted again here), with the same result;
-* an evaluation that raises: retried once on the worker on a fresh simulator, then NaN
-  (rejected and counted by the archive), logged (logger ``cmamae.tasks.host``) and counted
+* an evaluation that raises: retried once on the worker on a fresh simulator (a batched
+  chunk: MuJoCo's error ends that simulation only), then NaN (rejected and counted by the
+  archive), logged (logger ``cmamae.tasks.host``) and counted
   in :attr:`DaskEvaluator.num_failed`; the run goes on.
 
 ``connect(None, workers)`` starts an in-process ``LocalCluster`` of ``workers`` (default: one
@@ -39,6 +42,10 @@ DEFAULT_TIMEOUT = 5.0
 # Chunks per worker and batch: small enough to balance episodes of unequal length, large
 # enough that Dask's per-task overhead (about a millisecond) stays small.
 CHUNKS_PER_WORKER = 8
+# The same for tasks that evaluate a chunk in one batch (``task.evaluate_chunk``, the
+# ``*-native`` tasks): larger chunks batch the policies' forward pass over more simulations,
+# and a chunk of many episodes balances itself.
+BATCHED_CHUNKS_PER_WORKER = 2
 # Times a chunk is submitted again after Dask gave up on it (KilledWorker).
 RESUBMITS = 2
 # Seconds between checks that the cluster still has workers while waiting for a result, and
@@ -151,7 +158,9 @@ class DaskEvaluator:
         client: a ``distributed.Client`` to use (not closed here); else one from
             :func:`connect` with ``cluster``, ``workers`` and ``timeout`` (closed by
             :meth:`close`).
-        chunk_size: solutions per Dask task; default ``ceil(batch / (8 · workers))``.
+        chunk_size: solutions per Dask task; default ``ceil(batch / (8 · workers))``, or
+            ``ceil(batch / (2 · workers))`` for a task that evaluates a chunk in one batch
+            (``task.evaluate_chunk``: a worker then runs the batched native engine).
     """
 
     def __init__(
@@ -208,7 +217,8 @@ class DaskEvaluator:
         batch = len(solutions)
         if len(args) != batch:
             raise ValueError(f"args must have one entry per solution ({batch}), got {len(args)}")
-        size = self.chunk_size or math.ceil(batch / (CHUNKS_PER_WORKER * self.num_workers))
+        per_worker = BATCHED_CHUNKS_PER_WORKER if self._batched else CHUNKS_PER_WORKER
+        size = self.chunk_size or math.ceil(batch / (per_worker * self.num_workers))
         starts = list(range(0, batch, max(1, size)))
         pieces = [(s, solutions[s : s + size], list(args[s : s + size])) for s in starts]
         results = self._run(pieces)
@@ -220,9 +230,15 @@ class DaskEvaluator:
             host.log_failures(self.task.name, failures)
         return objectives, measures
 
+    @property
+    def _batched(self) -> bool:
+        return getattr(self.task, "evaluate_chunk", None) is not None
+
     def _submit(self, piece):
         _, x, args = piece
         t = self.task
+        if self._batched:  # the whole chunk in one batched call on the worker
+            return self.client.submit(t.evaluate_chunk, x, args, pure=False)
         return self.client.submit(
             host.run_episodes, t.simulator, t.episode, x, args, t.measure_dim, pure=False
         )

@@ -1,7 +1,10 @@
 """Observation, reward, health and reset of Gymnasium's v5 locomotion environments.
 
 Written once over an array module ``xp`` (``jax.numpy`` for MJX, ``numpy`` for native MuJoCo)
-so that both backends compute the same thing. Definitions (Gymnasium v5, see robots.py):
+so that both backends compute the same thing. ``qpos``, ``qvel`` and ``action`` may carry
+leading batch axes (``(..., nq)``: native MuJoCo evaluates many simulations at once); every
+function works on the last axis and returns one value per leading index. Definitions
+(Gymnasium v5, see robots.py):
 
 * observation: ``qpos[obs_skip_qpos:]`` then ``qvel`` (clipped to ±10 for hopper and walker);
   the ant's ``cfrc_ext`` block is left out (``include_cfrc_ext_in_observation=False``);
@@ -22,10 +25,10 @@ from cmamae.tasks.locomotion.robots import Robot
 
 
 def observe(robot: Robot, qpos, qvel, xp=jnp):
-    """The observation vector ``(obs_dim,)``."""
+    """The observation vector ``(..., obs_dim)``."""
     if robot.clip_qvel is not None:
         qvel = xp.clip(qvel, -robot.clip_qvel, robot.clip_qvel)
-    return xp.concatenate([qpos[robot.obs_skip_qpos :], qvel])
+    return xp.concatenate([qpos[..., robot.obs_skip_qpos :], qvel], axis=-1)
 
 
 def _inside(x, lo, hi, inclusive, xp):
@@ -35,24 +38,26 @@ def _inside(x, lo, hi, inclusive, xp):
 
 
 def is_healthy(robot: Robot, qpos, qvel, xp=jnp):
-    """Gymnasium v5's ``is_healthy`` (plus a finite-state check for every robot)."""
-    healthy = xp.logical_and(xp.all(xp.isfinite(qpos)), xp.all(xp.isfinite(qvel)))
+    """Gymnasium v5's ``is_healthy`` (plus a finite-state check for every robot), ``(...)``."""
+    finite = lambda a: xp.all(xp.isfinite(a), axis=-1)
+    healthy = xp.logical_and(finite(qpos), finite(qvel))
     if robot.healthy_z is not None:
-        z = qpos[robot.z_index]
+        z = qpos[..., robot.z_index]
         healthy = xp.logical_and(healthy, _inside(z, *robot.healthy_z, robot.z_inclusive, xp))
     if robot.healthy_angle is not None:
-        angle = qpos[2]
+        angle = qpos[..., 2]
         healthy = xp.logical_and(healthy, _inside(angle, *robot.healthy_angle, False, xp))
     if robot.healthy_state is not None:
-        state = xp.concatenate([qpos, qvel])[2:]
-        healthy = xp.logical_and(healthy, xp.all(_inside(state, *robot.healthy_state, False, xp)))
+        state = xp.concatenate([qpos, qvel], axis=-1)[..., 2:]
+        inside = xp.all(_inside(state, *robot.healthy_state, False, xp), axis=-1)
+        healthy = xp.logical_and(healthy, inside)
     return healthy
 
 
 def reward(robot: Robot, x_before, x_after, action, healthy, dt: float, xp=jnp):
-    """One step's reward: forward velocity + healthy reward − control cost."""
+    """One step's reward ``(...)``: forward velocity + healthy reward − control cost."""
     forward = (x_after - x_before) / dt
-    ctrl_cost = robot.ctrl_cost_weight * xp.sum(xp.square(action))
+    ctrl_cost = robot.ctrl_cost_weight * xp.sum(xp.square(action), axis=-1)
     return forward + robot.healthy_reward * healthy - ctrl_cost
 
 

@@ -12,6 +12,9 @@ A :class:`NativeEnv` keeps one ``MjData`` alive between episodes.
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import mujoco
 import numpy as np
 
@@ -43,7 +46,14 @@ def unflatten(policy: MLPPolicy, flat) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def apply(policy: MLPPolicy, layers, obs: np.ndarray) -> np.ndarray:
-    """NumPy forward pass of ``policy`` (tanh / identity activations)."""
+    """NumPy forward pass of ``policy`` (tanh / identity activations).
+
+    One policy: ``layers`` from :func:`unflatten`, ``obs`` ``(obs_dim,)`` -> ``(act_dim,)``;
+    or N policies at once: ``w`` ``(N, in, out)`` and ``b`` ``(N, out)`` per layer (e.g.
+    :func:`cmamae.tasks.locomotion.native_batch.layer_views`), ``obs`` ``(N, obs_dim)`` ->
+    ``(N, act_dim)``. Either way a row costs one BLAS vector-matrix product per layer, the
+    same call in both forms, so a row's actions do not depend on the other rows.
+    """
     for name in (policy.activation, policy.output_activation):
         if name not in _NP_ACTIVATIONS:
             raise ValueError(
@@ -52,7 +62,7 @@ def apply(policy: MLPPolicy, layers, obs: np.ndarray) -> np.ndarray:
             )
     x = obs
     for i, (w, b) in enumerate(layers):
-        x = x @ w + b
+        x = np.matmul(x[..., None, :], w)[..., 0, :] + b
         x = _NP_ACTIVATIONS[
             policy.output_activation if i == len(layers) - 1 else policy.activation
         ](x)
@@ -151,12 +161,33 @@ def _settings(task) -> dict:
     return dict(task.evaluate.kwargs)
 
 
-def start_state(task, key) -> tuple[np.ndarray, np.ndarray]:
-    """The reset ``(qpos, qvel)`` the MJX task draws from ``key`` (float64 NumPy)."""
-    s = _settings(task)
-    model = load_model(s["robot"], s["adaptation"])
-    qpos, qvel = env.initial_state(s["robot"], model.qpos0, model.nv, key, s["noise_scale"])
+@functools.lru_cache(maxsize=32)
+def _draw(robot: Robot, adaptation: Adaptation, noise_scale: float):
+    model = load_model(robot, adaptation)
+    qpos0, nv = np.array(model.qpos0), model.nv
+    return jax.jit(lambda key: env.initial_state(robot, qpos0, nv, key, noise_scale))
+
+
+def reset_state(
+    robot: Robot, adaptation: Adaptation, noise_scale: float, key
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reset ``(qpos, qvel)`` for ``key`` (:func:`env.initial_state
+    <cmamae.tasks.locomotion.env.initial_state>`, float64 NumPy of its float32 draw).
+
+    Drawn by one standalone compiled program on the CPU, so a key gives the same bits
+    wherever it is asked for: this twin, the native backend (whose callback calls this), a
+    replay. MJX draws the state inside its own program, where XLA may fuse the arithmetic
+    differently: equal up to float32 rounding (one unit in the last place seen in ``qvel``).
+    """
+    with jax.default_device(jax.devices("cpu")[0]):
+        qpos, qvel = _draw(robot, adaptation, float(noise_scale))(key)
     return np.asarray(qpos, np.float64), np.asarray(qvel, np.float64)
+
+
+def start_state(task, key) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`reset_state` of ``task`` (a locomotion task, either backend) for ``key``."""
+    s = _settings(task)
+    return reset_state(s["robot"], s["adaptation"], s["noise_scale"], key)
 
 
 def evaluate(task, solutions, key, native_env: NativeEnv | None = None):
@@ -194,3 +225,25 @@ def trajectory(task, solutions, key) -> dict[str, np.ndarray]:
     result["objective"] = np.array([o[0] for o in outs])
     result["steps"] = np.array([o[2] for o in outs])
     return result
+
+
+def replay_episode(task, solution, key) -> tuple[float, np.ndarray, dict]:
+    """One policy's episode on the twin, for a replay: ``(objective, measures (feet,),
+    episode)``, the objective and measures as the native backend scored them for ``key``
+    (float32, the task's dtype; a native episode does not depend on its batch), ``episode``
+    with ``qpos`` ``(steps + 1, nq)`` (the reset state, then one per executed step),
+    ``steps`` and ``dt`` (s per policy step)."""
+    s = _settings(task)
+    traj = trajectory(task, np.asarray(solution)[None], key)
+    steps = int(traj["steps"][0])
+    counted = traj["contacts"][0] & traj["alive"][0][:, None]
+    measures = counted.sum(axis=0) / max(steps, 1)
+    qpos0, _ = start_state(task, key)
+    model = load_model(s["robot"], s["adaptation"])
+    episode = dict(
+        qpos=np.concatenate([qpos0[None], traj["qpos"][0, :steps]]),
+        steps=steps,
+        dt=float(model.opt.timestep) * s["robot"].frame_skip,
+    )
+    dtype = np.dtype(s["policy"].dtype)
+    return float(dtype.type(traj["objective"][0])), measures.astype(dtype), episode

@@ -16,10 +16,9 @@ import jax
 import jax.numpy as jnp
 
 from cmamae.tasks.base import Transitions
-from cmamae.tasks.locomotion import env, physics
+from cmamae.tasks.locomotion import check_solutions, env, physics
 from cmamae.tasks.locomotion.model import Adaptation, load_model
 from cmamae.tasks.locomotion.robots import Robot
-from cmamae.tasks.policies import MLPPolicy
 
 
 def _x_position(robot: Robot, data):
@@ -94,18 +93,10 @@ def _transition(robot: Robot, obs, action, r, data, alive, healthy) -> Transitio
     )
 
 
-def _check(solutions, policy: MLPPolicy):
-    if solutions.ndim != 2 or solutions.shape[1] != policy.num_params:
-        raise ValueError(
-            f"solutions must have shape (batch, {policy.num_params}) for the policy "
-            f"{policy.layer_sizes}, got {solutions.shape}"
-        )
-
-
 def _batch(solutions, key, record, *, robot, adaptation, policy, episode_length, noise_scale):
     """Every policy of ``solutions`` run from the reset state drawn from ``key``:
     ``(total, contact_steps, steps, per_step)``, one row per solution."""
-    _check(solutions, policy)
+    check_solutions(solutions, policy)
     data0 = start_data(robot, adaptation, key, noise_scale)
     episode = lambda flat: _episode(robot, adaptation, policy, flat, data0, episode_length, record)
     return jax.vmap(episode)(solutions)

@@ -1,0 +1,499 @@
+"""The locomotion tasks on native MuJoCo, many episodes at once (``backend="native"``).
+
+``mujoco.batch.Batch`` (MuJoCo >= 4.0) holds one simulation per solution and steps them on a
+C thread pool, bit-identical to a loop over one ``MjData`` each (its documentation), so an
+episode depends neither on its neighbours in the batch nor on the thread count. Around it the
+rest is vectorized NumPy over the simulations (float64), with the definitions of the
+per-episode twin (:mod:`cmamae.tasks.locomotion.native`): the policies' forward pass
+(:func:`~cmamae.tasks.locomotion.native.apply`, one BLAS call per row, the twin's own), and
+Gymnasium's observation, reward and termination from env.py. Terminated episodes are no longer
+stepped (``Batch.step(ids=...)``), and the policies of the running ones are computed on a
+compacted copy of their weights once enough have ended.
+
+Foot contacts follow the task's rule: a foot touches the floor on a physics step when an
+active contact (``dist < includemargin``) pairs it with the floor. ``Batch`` cannot bind the
+contact list, so :class:`FootGeometry` recomputes the two contacts MuJoCo's plane-capsule
+collision makes from what it can bind (each foot capsule's pose, ``geom_xpos`` and
+``geom_xmat``, refreshed after every physics step, as the contacts are): per capsule end,
+``dist = (end − floor) · normal − radius``, kept when ``dist <= margin`` and active when
+``dist < margin − gap``, with the arithmetic of MuJoCo's ``mjc_PlaneCapsule``. The tests check
+the measures equal the twin's, which reads MuJoCo's contact list, for every robot and model.
+
+Two entry points:
+
+* :func:`run_episodes`: NumPy in, NumPy out (per-simulation start states); Dask workers
+  evaluate their chunks with it (:mod:`cmamae.tasks.host_native`);
+* :func:`evaluate` / :func:`evaluate_transitions`: the JAX task functions, one
+  ``jax.pure_callback`` that hands the key's bits to the host, which draws the start state
+  from it (:func:`~cmamae.tasks.locomotion.native.reset_state`: the MJX task's draw, by a
+  standalone compiled program, so the same bits every time) and runs the episodes; under
+  ``vmap`` (the runner's seeds) the callback gets the leading axes in one call
+  (``vmap_method="expand_dims"``) and runs seeds × batch simulations in one ``Batch``.
+
+``Batch`` objects are cached in the process per (model, simulations, threads), never in the
+task, which stays a frozen, hashable value.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+import importlib
+import os
+import re
+import threading
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from cmamae.tasks.base import Transitions
+from cmamae.tasks.locomotion import env
+from cmamae.tasks.locomotion.model import Adaptation, geom_ids, load_model
+from cmamae.tasks.locomotion.robots import Robot
+from cmamae.tasks.policies import MLPPolicy
+
+MIN_MUJOCO = (4, 0)
+
+
+def mujoco_version(version: str | None = None) -> tuple[int, int]:
+    """``(major, minor)`` of ``version`` (default: the installed mujoco's)."""
+    numbers = re.findall(r"\d+", version or mujoco.__version__)
+    return int(numbers[0]), int(numbers[1]) if len(numbers) > 1 else 0
+
+
+def require_batch(version: str | None = None):
+    """The ``mujoco.batch`` module, or a ValueError saying which mujoco the native backend
+    needs (``version``: the installed one by default; a parameter for the tests)."""
+    found = version or mujoco.__version__
+    if mujoco_version(found) < MIN_MUJOCO:
+        raise ValueError(
+            f"backend='native' needs mujoco >= {'.'.join(map(str, MIN_MUJOCO))} "
+            f"(mujoco.batch), found mujoco {found}; pip install -U 'mujoco>=4.0', or use "
+            "backend='mjx'"
+        )
+    return importlib.import_module("mujoco.batch")
+
+
+def default_threads() -> int:
+    """The cores this process may use (``os.sched_getaffinity``; ``os.cpu_count`` where the
+    platform has no affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(threads) -> int | None:
+    """``threads`` if it is None or a positive integer, else a one-line ValueError."""
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ValueError(
+            f"threads must be a positive integer (simulation threads of the native backend) "
+            f"or None (the cores this process may use), got {threads!r}"
+        )
+    return threads
+
+
+# ----------------------------------------------------------------------------- foot contacts
+@dataclasses.dataclass(frozen=True, eq=False)
+class FootGeometry:
+    """What MuJoCo's plane-capsule collision needs of each foot, and the floor's pose.
+
+    Attributes:
+        feet: ``(F,)`` foot geom ids, in measure order.
+        radius, half_length: ``(F,)`` capsule sizes.
+        margin, includemargin: ``(F,)`` the foot-floor pair's margin (the sum of the two
+            geoms' margins) and ``margin − gap`` (gaps summed likewise).
+        floor_pos, floor_normal: ``(3,)`` the floor plane's point and normal (world frame;
+            the floor is a static geom of the world body).
+    """
+
+    feet: np.ndarray
+    radius: np.ndarray
+    half_length: np.ndarray
+    margin: np.ndarray
+    includemargin: np.ndarray
+    floor_pos: np.ndarray
+    floor_normal: np.ndarray
+
+    def contacts(self, geom_xpos: np.ndarray, geom_xmat: np.ndarray) -> np.ndarray:
+        """Per simulation and foot, whether an active contact pairs it with the floor.
+
+        ``geom_xpos`` ``(N, F, 3)`` and ``geom_xmat`` ``(N, F, 9)`` are the feet's poses
+        (rows of :attr:`feet`) -> ``(N, F)`` bool. Same operations, in the same order, as
+        MuJoCo's ``mjc_PlaneCapsule`` / ``mjraw_PlaneSphere``.
+        """
+        axis = geom_xmat[..., [2, 5, 8]]
+        segment = self.half_length[:, None] * axis
+        touching = np.zeros(geom_xpos.shape[:2], bool)
+        for end in (geom_xpos + segment, geom_xpos - segment):
+            tmp = end - self.floor_pos
+            n = self.floor_normal
+            cdist = tmp[..., 0] * n[0] + tmp[..., 1] * n[1] + tmp[..., 2] * n[2]
+            kept = ~(cdist > self.margin + self.radius)
+            touching |= kept & (cdist - self.radius < self.includemargin)
+        return touching
+
+
+@functools.lru_cache(maxsize=32)
+def foot_geometry(robot: Robot, adaptation: Adaptation) -> FootGeometry:
+    """:class:`FootGeometry` of ``robot``'s model; a ValueError if the model is outside what
+    the derivation covers (feet that are not capsules, a floor that is not a static plane,
+    explicit contact pairs or exclusions, contacts disabled, margins overridden)."""
+    model = load_model(robot, adaptation)
+    feet = np.array(geom_ids(model, robot.feet))
+    (floor,) = geom_ids(model, ("floor",))
+    problems = []
+    if model.geom_type[floor] != mujoco.mjtGeom.mjGEOM_PLANE or model.geom_bodyid[floor] != 0:
+        problems.append("the floor must be a plane of the world body")
+    for name, g in zip(robot.feet, feet):
+        if model.geom_type[g] != mujoco.mjtGeom.mjGEOM_CAPSULE:
+            problems.append(f"foot {name!r} must be a capsule")
+        if not (
+            model.geom_contype[g] & model.geom_conaffinity[floor]
+            or model.geom_contype[floor] & model.geom_conaffinity[g]
+        ):
+            problems.append(f"foot {name!r} does not collide with the floor")
+    if model.npair or model.nexclude:
+        problems.append("explicit contact pairs or exclusions are not covered")
+    off = mujoco.mjtDisableBit
+    if model.opt.disableflags & (off.mjDSBL_CONTACT | off.mjDSBL_CONSTRAINT):
+        problems.append("contacts are disabled")
+    if model.opt.enableflags & mujoco.mjtEnableBit.mjENBL_OVERRIDE:
+        problems.append("contact parameters are overridden")
+    if problems:
+        raise ValueError(
+            f"the native backend cannot derive {robot.name}'s foot contacts: " + "; ".join(problems)
+        )
+    data = mujoco.MjData(model)
+    mujoco.mj_kinematics(model, data)
+    # MuJoCo's automatic contacts: the pair's margin and gap are the sums of the geoms'.
+    margin = model.geom_margin[floor] + model.geom_margin[feet]
+    gap = model.geom_gap[floor] + model.geom_gap[feet]
+    return FootGeometry(
+        feet=feet,
+        radius=model.geom_size[feet, 0].copy(),
+        half_length=model.geom_size[feet, 1].copy(),
+        margin=margin,
+        includemargin=margin - gap,
+        floor_pos=data.geom_xpos[floor].copy(),
+        floor_normal=data.geom_xmat[floor].reshape(9)[[2, 5, 8]].copy(),
+    )
+
+
+# ----------------------------------------------------------------------------- batches
+class _Sims:
+    """One ``mujoco.batch.Batch`` and the fields the episodes read and write."""
+
+    def __init__(self, model: mujoco.MjModel, nsim: int, nthread: int):
+        batch = require_batch().Batch(model, nsim, nthread)
+        self.batch = batch
+        for name in ("qpos", "qvel", "ctrl", "xpos", "geom_xpos", "geom_xmat"):
+            setattr(self, name, batch.bind(name))
+
+
+# Idle batches by (robot, adaptation, nsim, nthread), least recently used first. A batch is
+# taken out while one evaluation uses it (a Batch must not be used by two threads at once).
+_IDLE: collections.OrderedDict[tuple, list[_Sims]] = collections.OrderedDict()
+_IDLE_LOCK = threading.Lock()
+MAX_IDLE = 8
+
+
+@contextlib.contextmanager
+def _batch(robot: Robot, adaptation: Adaptation, nsim: int, nthread: int):
+    slot = (robot, adaptation, nsim, nthread)
+    with _IDLE_LOCK:
+        free = _IDLE.get(slot)
+        sims = free.pop() if free else None
+    if sims is None:
+        sims = _Sims(load_model(robot, adaptation), nsim, nthread)
+    yield sims
+    with _IDLE_LOCK:
+        _IDLE.setdefault(slot, []).append(sims)
+        _IDLE.move_to_end(slot)
+        while sum(len(v) for v in _IDLE.values()) > MAX_IDLE:
+            oldest = next(iter(_IDLE))
+            _IDLE[oldest].pop(0)
+            if not _IDLE[oldest]:
+                del _IDLE[oldest]
+
+
+# ----------------------------------------------------------------------------- episodes
+def layer_views(policy: MLPPolicy, solutions: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[(w (N, in, out), b (N, out)), ...]``: views into ``solutions`` ``(N, num_params)``
+    in :class:`MLPPolicy`'s layout (per layer ``b`` then ``w`` row-major)."""
+    layers, i = [], 0
+    for fan_in, fan_out in policy.layer_shapes:
+        b = solutions[:, i : i + fan_out]
+        i += fan_out
+        w = solutions[:, i : i + fan_in * fan_out].reshape(-1, fan_in, fan_out)
+        i += fan_in * fan_out
+        layers.append((w, b))
+    return layers
+
+
+@dataclasses.dataclass
+class Episodes:
+    """Results of :func:`run_episodes`, one row per simulation (float64 NumPy).
+
+    Attributes:
+        total: ``(N,)`` episode returns; NaN where MuJoCo raised an error.
+        measures: ``(N, F)`` fraction of executed steps each foot touched the floor; NaN
+            where MuJoCo raised an error.
+        steps: ``(N,)`` executed (counted) policy steps.
+        failed: ``(N,)`` bool, MuJoCo raised an error in that simulation.
+        errors: MuJoCo's message per failed simulation, ``{row: text}``.
+        transitions: with ``transitions=True``, a dict of :class:`Transitions`' fields with
+            leading axes ``(N, episode_length)`` (``dtype`` as asked); else None.
+    """
+
+    total: np.ndarray
+    measures: np.ndarray
+    steps: np.ndarray
+    failed: np.ndarray
+    errors: dict[int, str]
+    transitions: dict[str, np.ndarray] | None = None
+
+
+# Recompute the running episodes' policies on a compacted copy of their weights once fewer
+# than this fraction of the rows they are computed for are still running.
+COMPACT_BELOW = 0.75
+
+
+def run_episodes(
+    robot: Robot,
+    adaptation: Adaptation,
+    policy: MLPPolicy,
+    solutions,
+    qpos0,
+    qvel0,
+    episode_length: int,
+    threads: int | None = None,
+    transitions: bool = False,
+    dtype=np.float32,
+) -> Episodes:
+    """One episode per row of ``solutions`` ``(N, num_params)``, from ``qpos0`` ``(N, nq)`` /
+    ``qvel0`` ``(N, nv)`` (the task's reset state per simulation), on one ``Batch`` of N
+    simulations with ``threads`` threads (None: :func:`default_threads`).
+
+    The same numbers as the twin's :meth:`NativeEnv.episode
+    <cmamae.tasks.locomotion.native.NativeEnv.episode>` row by row: an episode ends after its
+    first unhealthy step (that step counts); an episode in which MuJoCo raises an error gets
+    NaN. With ``transitions`` also the steps' :class:`Transitions` fields (after the end:
+    zeros, ``valid`` False; MJX's values there are those of the masked-out steps it keeps
+    simulating, which no learner reads).
+    """
+    from cmamae.tasks.locomotion.native import apply
+
+    threads = default_threads() if check_threads(threads) is None else threads
+    model = load_model(robot, adaptation)
+    solutions = np.asarray(solutions, np.float64)
+    n = len(solutions)
+    qpos0 = np.broadcast_to(np.asarray(qpos0, np.float64), (n, model.nq))
+    qvel0 = np.broadcast_to(np.asarray(qvel0, np.float64), (n, model.nv))
+    feet = foot_geometry(robot, adaptation)
+    n_feet = len(feet.feet)
+    dt = float(model.opt.timestep) * robot.frame_skip
+    total = np.zeros(n)
+    contact_steps = np.zeros((n, n_feet), np.int64)
+    steps = np.zeros(n, np.int64)
+    failed = np.zeros(n, bool)
+    errors: dict[int, str] = {}
+    record = _Recorder(n, episode_length, policy, robot.terminate, dtype) if transitions else None
+    if n == 0:
+        return _finish(total, contact_steps, steps, failed, errors, record)
+
+    with _batch(robot, adaptation, n, threads) as sims:
+        batch = sims.batch
+        batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
+        sims.qpos[:] = qpos0
+        sims.qvel[:] = qvel0
+        x_before = qpos0[:, 0].copy()  # the ant's torso xpos is its free joint's position
+        running = np.arange(n)  # simulations still stepped, ascending
+        rows = running  # the simulations the policy is computed for (a superset)
+        layers = layer_views(policy, solutions)
+        for t in range(episode_length):
+            if len(running) < COMPACT_BELOW * len(rows):
+                keep = np.searchsorted(rows, running)
+                layers = [(w[keep], b[keep]) for w, b in layers]
+                rows = running
+            at = np.searchsorted(rows, running)  # the running simulations among rows
+            obs_rows = env.observe(robot, sims.qpos[rows], sims.qvel[rows], xp=np)
+            action = apply(policy, layers, obs_rows)[at]
+            sims.ctrl[running] = action
+            touched = np.zeros((len(running), n_feet), bool)
+            for _ in range(robot.frame_skip):
+                ok = _step(batch, running, failed, errors)
+                if not ok.all():  # MuJoCo raised in some: they end here, with NaN
+                    running, action, touched = running[ok], action[ok], touched[ok]
+                    if not len(running):
+                        break
+                idx = running[:, None], feet.feet[None, :]
+                touched |= feet.contacts(sims.geom_xpos[idx], sims.geom_xmat[idx])
+            if not len(running):
+                break
+            qpos, qvel = sims.qpos[running], sims.qvel[running]
+            x_after = sims.xpos[running, 1, 0] if robot.x_from_body else qpos[:, 0]
+            healthy = env.is_healthy(robot, qpos, qvel, xp=np)
+            r = env.reward(robot, x_before[running], x_after, action, healthy, dt, xp=np)
+            r = np.where(np.isfinite(r), r, 0.0)
+            total[running] += r
+            contact_steps[running] += touched
+            steps[running] += 1
+            x_before[running] = x_after
+            if record is not None:
+                obs = obs_rows[at]
+                record(t, running, obs, action, r, env.observe(robot, qpos, qvel, xp=np),
+                       healthy)  # fmt: skip
+            if robot.terminate:
+                running = running[healthy]
+            if not len(running):
+                break
+    return _finish(total, contact_steps, steps, failed, errors, record)
+
+
+def _step(batch, running: np.ndarray, failed: np.ndarray, errors: dict) -> np.ndarray:
+    """One physics step of the ``running`` simulations; marks those in which MuJoCo raised
+    as ``failed`` (``errors``: its message) and returns which of ``running`` stepped."""
+    try:
+        batch.step(ids=running)
+        return np.ones(len(running), bool)
+    except require_batch().SimulationError as err:
+        bad = np.asarray(err.ids)
+        failed[bad] = True
+        errors.update({int(i): f"MuJoCo error: {batch.error(int(i))}" for i in bad})
+        return ~np.isin(running, bad)
+
+
+def _finish(total, contact_steps, steps, failed, errors, record) -> Episodes:
+    measures = contact_steps / np.maximum(steps, 1)[:, None]
+    total = np.where(failed, np.nan, total)
+    measures = np.where(failed[:, None], np.nan, measures)
+    return Episodes(total, measures, steps, failed, errors, record.out if record else None)
+
+
+class _Recorder:
+    """Collects the steps' transitions (the fields of :class:`Transitions`), as MJX does
+    (rollout.py's ``_transition``): non-finite observations become zeros and their step
+    invalid."""
+
+    def __init__(self, n: int, length: int, policy: MLPPolicy, terminate: bool, dtype):
+        shape = (n, length)
+        self.out = dict(
+            obs=np.zeros((*shape, policy.obs_dim), dtype),
+            actions=np.zeros((*shape, policy.act_dim), dtype),
+            rewards=np.zeros(shape, dtype),
+            next_obs=np.zeros((*shape, policy.obs_dim), dtype),
+            dones=np.zeros(shape, dtype),
+            valid=np.zeros(shape, bool),
+        )
+        self.terminate = terminate
+
+    def __call__(self, t, running, obs, action, r, next_obs, healthy):
+        o = self.out
+        finite = np.all(np.isfinite(obs), axis=-1) & np.all(np.isfinite(next_obs), axis=-1)
+        o["obs"][running, t] = np.nan_to_num(obs, nan=0.0, posinf=0.0, neginf=0.0)
+        o["actions"][running, t] = np.nan_to_num(action, nan=0.0)
+        o["rewards"][running, t] = r
+        o["next_obs"][running, t] = np.nan_to_num(next_obs, nan=0.0, posinf=0.0, neginf=0.0)
+        o["dones"][running, t] = ~healthy if self.terminate else False
+        o["valid"][running, t] = finite
+
+
+# ----------------------------------------------------------------------------- JAX functions
+def _host(solutions, key_data, *, robot, adaptation, policy, episode_length, noise_scale,
+          key_impl, threads, record):  # fmt: skip
+    """The callback: ``solutions`` ``(*lead, batch, n)`` and the keys' data ``(*lead',
+    key_size)``, ``lead'`` broadcastable to ``lead`` (``vmap_method="expand_dims"`` gives
+    unbatched arguments size-1 axes) -> every output with leading axes ``(*lead, batch)``;
+    all ``prod(lead) · batch`` episodes in one :func:`run_episodes`, each key's rows from its
+    :func:`~cmamae.tasks.locomotion.native.reset_state`."""
+    from cmamae.tasks.locomotion.native import reset_state
+
+    solutions, key_data = np.asarray(solutions), np.asarray(key_data)
+    key_lead = key_data.shape[:-1]
+    starts = [
+        reset_state(robot, adaptation, noise_scale, _wrap(key_data[i], key_impl))
+        for i in np.ndindex(key_lead)
+    ]
+    qpos = np.stack([q for q, _ in starts]).reshape(*key_lead, -1)
+    qvel = np.stack([v for _, v in starts]).reshape(*key_lead, -1)
+    lead = np.broadcast_shapes(solutions.shape[:-2], key_lead)
+    batch, dim = solutions.shape[-2:]
+    flat = lambda a, tail: np.broadcast_to(a, (*lead, batch, tail)).reshape(-1, tail)
+    episodes = run_episodes(
+        robot,
+        adaptation,
+        policy,
+        flat(solutions, dim),
+        flat(qpos[..., None, :], qpos.shape[-1]),
+        flat(qvel[..., None, :], qvel.shape[-1]),
+        episode_length,
+        threads,
+        transitions=record,
+        dtype=solutions.dtype,
+    )
+    unflat = lambda a: a.reshape(*lead, batch, *a.shape[1:])
+    out = [unflat(episodes.total.astype(solutions.dtype))]
+    out.append(unflat(episodes.measures.astype(solutions.dtype)))
+    if record:
+        out += [unflat(episodes.transitions[f.name]) for f in dataclasses.fields(Transitions)]
+    return tuple(out)
+
+
+def _wrap(data: np.ndarray, impl):
+    return jax.random.wrap_key_data(data, impl=impl) if impl is not None else data
+
+
+def _call(solutions, key, record, *, robot, adaptation, policy, episode_length, noise_scale,
+          threads):  # fmt: skip
+    from cmamae.tasks.locomotion import check_solutions
+
+    check_solutions(solutions, policy)
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):  # a typed key: pass its bits
+        key_impl, key_data = jax.random.key_impl(key), jax.random.key_data(key)
+    else:  # a raw uint32 key
+        key_impl, key_data = None, key
+    batch, dtype = solutions.shape[0], solutions.dtype
+    shape = lambda *s, dt=dtype: jax.ShapeDtypeStruct((batch, *s), dt)
+    shapes = [shape(), shape(len(robot.feet))]
+    if record:
+        t = episode_length
+        shapes += [shape(t, policy.obs_dim), shape(t, policy.act_dim), shape(t)]
+        shapes += [shape(t, policy.obs_dim), shape(t), shape(t, dt=jnp.bool_)]
+    host = functools.partial(
+        _host,
+        robot=robot,
+        adaptation=adaptation,
+        policy=policy,
+        episode_length=episode_length,
+        noise_scale=noise_scale,
+        key_impl=key_impl,
+        threads=threads,
+        record=record,
+    )
+    return jax.pure_callback(host, tuple(shapes), solutions, key_data, vmap_method="expand_dims")
+
+
+def evaluate(solutions: jax.Array, key: jax.Array, **task) -> tuple[jax.Array, jax.Array]:
+    """The native task's ``evaluate``: :func:`cmamae.tasks.locomotion.rollout.evaluate`'s
+    contract (``solutions`` ``(batch, num_params)`` -> objectives ``(batch,)``, measures
+    ``(batch, feet)``, in ``solutions``' dtype), the episodes run by :func:`run_episodes` in
+    float64 from the reset state drawn from ``key`` (:func:`~cmamae.tasks.locomotion.native.
+    reset_state`). JAX-callable (jit, vmap, scan); ``task``: the bound settings (robot,
+    adaptation, policy, episode_length, noise_scale, threads)."""
+    return _call(solutions, key, False, **task)
+
+
+def evaluate_transitions(
+    solutions: jax.Array, key: jax.Array, **task
+) -> tuple[jax.Array, jax.Array, Transitions]:
+    """:func:`evaluate` plus the episodes' :class:`Transitions` (leaves ``(batch,
+    episode_length, ...)``; see :func:`run_episodes` for the steps after an episode's end)."""
+    objectives, measures, *fields = _call(solutions, key, True, **task)
+    return objectives, measures, Transitions(*fields)

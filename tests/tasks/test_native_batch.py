@@ -1,0 +1,301 @@
+"""The native backend (``backend="native"``: ``mujoco.batch`` behind a ``jax.pure_callback``)
+against the per-episode native twin (native.py, one ``MjData``, MuJoCo's own contact list):
+equal numbers for every robot and both models, independent of batch order, batch size, thread
+count and the seed ``vmap``; the derived foot contacts against MuJoCo's per physics step; the
+runner (bitwise resume after SIGKILL) and Dask (the batched chunks equal the local run); bad
+input. No MJX compilation here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco.batch", reason="the native backend needs mujoco >= 4.0")
+
+from cmamae import cli, rundir, tasks  # noqa: E402
+from cmamae.experiment import RunConfig, checkpoint, resume, start  # noqa: E402
+from cmamae.tasks.locomotion import (  # noqa: E402
+    ROBOTS,
+    backend_of,
+    native,
+    native_batch,
+    resolve_backend,
+)
+
+LENGTH = 60
+ROBOT_NAMES = sorted(ROBOTS)
+
+
+def _policies(task, count=10, seed=0):
+    """``count`` policies from still (zeros) through Xavier to violent (×4: most end early)."""
+    keys = jax.random.split(jax.random.key(seed), count - 1)
+    xavier = np.stack([np.asarray(task.initial_solution(k)) for k in keys])
+    scales = np.geomspace(0.3, 4.0, count - 1).astype(np.float32)[:, None]
+    return np.concatenate([np.zeros((1, task.solution_dim), np.float32), xavier * scales])
+
+
+# ---------------------------------------------------------------- the twin, every robot
+@pytest.mark.parametrize("adapted", [True, False], ids=["adapted", "as-shipped"])
+@pytest.mark.parametrize("name", ROBOT_NAMES)
+def test_equals_the_per_episode_twin(name, adapted):
+    task = tasks.get(name, episode_length=LENGTH, adapted=adapted, backend="native")
+    assert backend_of(task) == "native" and not task.host_evaluated
+    x = _policies(task)
+    key = jax.random.key(3)
+    twin_f, twin_m = native.evaluate(task, x, key)
+    # float64: the batched engine, and the *-native host task that evaluates through it ...
+    s = dict(task.evaluate.kwargs)
+    qpos, qvel = native.start_state(task, key)
+    episodes = native_batch.run_episodes(
+        s["robot"], s["adaptation"], s["policy"], x, qpos, qvel, LENGTH, threads=2
+    )
+    np.testing.assert_array_equal(episodes.total, twin_f)
+    np.testing.assert_array_equal(episodes.measures, twin_m)
+    host = tasks.get(f"{name}-native", episode_length=LENGTH, adapted=adapted)
+    for got, want in zip(host.evaluate(x, key), (twin_f, twin_m)):
+        np.testing.assert_array_equal(got, want)
+    # ... and the JAX task under jit: the same numbers in the task's float32.
+    f, m = jax.jit(task.evaluate)(jnp.asarray(x), key)
+    assert f.dtype == m.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(f), twin_f.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(m), twin_m.astype(np.float32))
+    # The batch is not trivial: feet touch and lift, and episodes of terminating robots end
+    # at different steps (so the engine stopped stepping some and compacted the policies).
+    assert 0 < twin_m.mean() < 1 and len(np.unique(twin_m)) > 3
+    if ROBOTS[name].terminate:
+        assert episodes.steps.min() < LENGTH and (episodes.steps < LENGTH).sum() > len(x) // 4
+
+
+@pytest.mark.parametrize("adapted", [True, False], ids=["adapted", "as-shipped"])
+@pytest.mark.parametrize("name", ROBOT_NAMES)
+def test_derived_foot_contacts_equal_mujocos_contact_list(name, adapted):
+    """Every physics step of random-torque episodes: the contacts derived from the feet's
+    poses equal the twin's reading of ``MjData.contact`` (``dist < includemargin``)."""
+    robot = ROBOTS[name]
+    task = tasks.get(name, adapted=adapted, backend="native")
+    adaptation = dict(task.evaluate.kwargs)["adaptation"]
+    env = native.NativeEnv(robot, adaptation)
+    feet = native_batch.foot_geometry(robot, adaptation)
+    rng = np.random.default_rng(1)
+    seen = []
+    for episode in range(4):
+        env.reset(*native.start_state(task, jax.random.key(episode)))
+        for _ in range(150):
+            env.data.ctrl[:] = rng.uniform(-1, 1, env.model.nu)
+            mujoco.mj_step(env.model, env.data)
+            d = env.data
+            derived = feet.contacts(d.geom_xpos[None, feet.feet], d.geom_xmat[None, feet.feet])
+            np.testing.assert_array_equal(derived[0], env.foot_contacts())
+            seen.append(derived[0])
+    seen = np.array(seen)
+    assert seen.any(axis=0).all() and (~seen).any(axis=0).all()  # every foot both ways
+
+
+# ---------------------------------------------------------------- invariance
+@pytest.fixture(scope="module")
+def ant():
+    return tasks.get("ant", episode_length=40, backend="native", threads=2)
+
+
+@pytest.fixture(scope="module")
+def ant_x(ant):
+    return jnp.asarray(_policies(ant, 12, seed=4))
+
+
+@pytest.fixture(scope="module")
+def ant_results(ant, ant_x):
+    f, m = jax.jit(ant.evaluate)(ant_x, jax.random.key(9))
+    return np.asarray(f), np.asarray(m)
+
+
+def test_batch_order_size_and_threads_do_not_matter(ant, ant_x, ant_results):
+    f, m = ant_results
+    key = jax.random.key(9)
+    perm = np.random.default_rng(0).permutation(len(ant_x))
+    fp, mp = ant.evaluate(ant_x[perm], key)
+    np.testing.assert_array_equal(np.asarray(fp), f[perm])
+    np.testing.assert_array_equal(np.asarray(mp), m[perm])
+    for rows in ([5], [11, 0, 3]):
+        fs, ms = ant.evaluate(ant_x[np.array(rows)], key)
+        np.testing.assert_array_equal(np.asarray(fs), f[rows])
+        np.testing.assert_array_equal(np.asarray(ms), m[rows])
+    one = tasks.get("ant", episode_length=40, backend="native", threads=1)
+    f1, m1 = jax.jit(one.evaluate)(ant_x, key)
+    np.testing.assert_array_equal(np.asarray(f1), f)
+    np.testing.assert_array_equal(np.asarray(m1), m)
+
+
+def test_seeds_vmapped_in_one_call_equal_each_seed_alone(ant, ant_x, ant_results):
+    keys = jnp.stack([jax.random.key(9), jax.random.key(10)])
+    xs = jnp.stack([ant_x, ant_x[::-1]])
+    f, m = jax.jit(jax.vmap(ant.evaluate))(xs, keys)
+    np.testing.assert_array_equal(np.asarray(f[0]), ant_results[0])
+    np.testing.assert_array_equal(np.asarray(m[0]), ant_results[1])
+    f1, m1 = ant.evaluate(ant_x[::-1], keys[1])
+    np.testing.assert_array_equal(np.asarray(f[1]), np.asarray(f1))
+    np.testing.assert_array_equal(np.asarray(m[1]), np.asarray(m1))
+    # Only the key batched (the same policies, several episodes each).
+    fk, _ = jax.jit(jax.vmap(ant.evaluate, in_axes=(None, 0)))(ant_x, keys)
+    np.testing.assert_array_equal(np.asarray(fk[0]), ant_results[0])
+    assert not np.array_equal(np.asarray(fk[1]), ant_results[0])  # another start state
+
+
+def test_transitions_and_replay(ant, ant_x, ant_results):
+    f, m, tr = jax.jit(ant.evaluate_transitions)(ant_x, jax.random.key(9))
+    np.testing.assert_array_equal(np.asarray(f), ant_results[0])
+    np.testing.assert_array_equal(np.asarray(m), ant_results[1])
+    tr = jax.tree_util.tree_map(np.asarray, tr)
+    b = len(ant_x)
+    assert tr.obs.shape == tr.next_obs.shape == (b, 40, 27) and tr.actions.shape == (b, 40, 8)
+    steps = tr.valid.sum(1)
+    assert steps.min() < 40 and steps.max() == 40  # some episodes ended early
+    for i in range(b):
+        s = steps[i]
+        assert tr.valid[i, :s].all() and not tr.valid[i, s:].any()
+        np.testing.assert_array_equal(tr.next_obs[i, : s - 1], tr.obs[i, 1:s])
+        assert tr.dones[i].sum() == (s < 40) and (s == 40 or tr.dones[i, s - 1] == 1)
+    np.testing.assert_allclose((tr.rewards * tr.valid).sum(1), ant_results[0], rtol=1e-5)
+    # Replaying one elite alone (the twin) gives its stored numbers exactly, and its states.
+    for row in (0, 7):
+        obj, meas, episode = native.replay_episode(ant, np.asarray(ant_x[row]), jax.random.key(9))
+        assert obj == ant_results[0][row]
+        np.testing.assert_array_equal(meas, ant_results[1][row])
+        assert episode["qpos"].shape == (episode["steps"] + 1, 15)
+
+
+# ---------------------------------------------------------------- backend choice, bad input
+def test_auto_is_native_on_a_cpu_and_settings_are_checked(monkeypatch):
+    assert jax.default_backend() == "cpu"
+    assert resolve_backend("auto") == "native" and backend_of(tasks.get("hopper")) == "native"
+    assert backend_of(tasks.get("hopper", backend="mjx")) == "mjx"
+    assert tasks.get("ant", threads=2) == tasks.get("ant", threads=2)
+    with pytest.raises(ValueError, match=r"backend must be one of \['auto', 'mjx', 'native'\]"):
+        tasks.get("ant", backend="gpu")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            tasks.get("ant", threads=bad)
+    with pytest.raises(ValueError, match="threads"):
+        tasks.get("ant-native", threads=0)
+    monkeypatch.setattr(mujoco, "__version__", "3.3.7")
+    with pytest.raises(ValueError, match=r"needs mujoco >= 4\.0 .*found mujoco 3\.3\.7"):
+        tasks.get("ant", backend="native")
+    assert resolve_backend("auto") == "mjx"  # auto falls back to MJX on an old mujoco
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("task.backend='gpu'", "backend must be one of ['auto', 'mjx', 'native']"),
+        ("task.threads=0", "threads must be a positive integer"),
+    ],
+)
+def test_cli_bad_backend_settings_exit_2(setting, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "--task", "ant", "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- the runner and Dask
+TINY = {"episode_length": 15, "hidden_sizes": (8,), "backend": "native"}
+TINY_SETTINGS = {"num_emitters": 2, "popsize": 6}
+
+
+def _assert_same_archives(a, b, seeds):
+    for s in range(seeds):
+        with np.load(rundir.archive_path(a, s)) as x, np.load(rundir.archive_path(b, s)) as y:
+            assert x.files == y.files
+            for f in x.files:
+                np.testing.assert_array_equal(x[f], y[f], err_msg=f)
+
+
+def test_runner_resumes_bitwise_after_sigkill(tmp_path):
+    iterations = 40
+    common = [
+        "run", "--task", "ant", "--evals", str(12 * iterations), "--seeds", "2",
+        "--checkpoint-every", "4", "--log-every", "1", "--quiet", "--no-plots",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    for key, value in {**TINY, **TINY_SETTINGS}.items():
+        text = value if isinstance(value, str) else repr(value)  # task.backend=native
+        common += ["--set", f"{'task.' if key in TINY else ''}{key}={text}"]
+    assert cli.main([*common, "--name", "ref"]) == 0
+    config = rundir.read_config(tmp_path / "ref")
+    assert config["task_settings"]["backend"] == "native"
+
+    run = tmp_path / "cut"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cmamae", *common, "--name", "cut"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    t0 = time.monotonic()
+    while True:  # kill it once a checkpoint past the first exists
+        found = checkpoint.list_checkpoints(run / rundir.CHECKPOINT_DIR)
+        if found and found[-1][0] > 4:
+            break
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < 300, "no checkpoint appeared"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    killed_at = checkpoint.list_checkpoints(run / rundir.CHECKPOINT_DIR)[-1][0]
+    assert killed_at < iterations
+    outcome = resume(run, quiet=True, plots=False)
+    assert outcome.status == "finished" and outcome.resumed_from >= killed_at - 4
+    cols = [c for c in rundir.METRIC_COLUMNS if c != "evals_per_s"]
+    ref, cut = rundir.read_metrics(tmp_path / "ref"), rundir.read_metrics(run)
+    assert len(ref) == 2 * iterations and ref["coverage"].iloc[-1] > 0
+    assert ref[cols].equals(cut[cols])
+    _assert_same_archives(tmp_path / "ref", run, seeds=2)
+
+
+def test_a_dask_run_of_batched_chunks_equals_the_local_native_run(tmp_path):
+    pytest.importorskip("distributed", reason="needs the dask extra")
+    from cmamae.experiment import distributed
+    from cmamae.experiment.execution import Execution
+
+    host_settings = {k: v for k, v in TINY.items() if k != "backend"}
+    common = dict(settings=TINY_SETTINGS, evals=36, seeds=2, checkpoint_every=3, log_every=1)
+    local = start(
+        RunConfig(task="ant", task_settings=TINY, name="local", **common),
+        tmp_path,
+        quiet=True,
+        plots=False,
+    )
+    client = distributed.connect(workers=2)
+    try:
+        client.wait_for_workers(2, timeout=120)
+        task = tasks.get("ant-native", **host_settings)
+        x = _policies(task, 9, seed=2)
+        evaluator = distributed.DaskEvaluator(task, client)
+        assert evaluator._batched
+        got = evaluator(x, jax.random.key(1))  # chunks of 3: ceil(9 / (2 chunks x 2 workers))
+        want = native.evaluate(tasks.get("ant", **TINY), x, jax.random.key(1))
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+        remote = start(
+            RunConfig(task="ant-native", task_settings=host_settings, name="dask", **common),
+            tmp_path,
+            quiet=True,
+            plots=False,
+            execution=Execution(cluster=client.scheduler.address),
+        )
+    finally:
+        distributed.close(client)
+    assert local.iterations_done == remote.iterations_done == 3
+    cols = [c for c in rundir.METRIC_COLUMNS if c != "evals_per_s"]
+    a, b = rundir.read_metrics(local.run_dir), rundir.read_metrics(remote.run_dir)
+    assert a[cols].equals(b[cols]) and a["num_elites"].iloc[-1] > 0
+    _assert_same_archives(local.run_dir, remote.run_dir, seeds=2)
