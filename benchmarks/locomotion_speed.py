@@ -18,6 +18,16 @@ Modes (run one or several; every figure is timed after a warm-up call that compi
 * ``brax``: Brax's ant at the same batch, when brax is installed (benchmark-only): its env
   class with the ``spring`` and ``mjx`` backends, and its MJX model in a bare loop with each
   of our model's fidelity choices added (what the difference costs).
+* ``native``: the native backend (``mujoco.batch`` on a C thread pool, behind a
+  ``pure_callback``) against MJX in one run, batch ψ·λ = 200: the MJX floor
+  (``jit(task.evaluate)``, adapted model), the native floor for both models (adapted, and
+  Gymnasium's as shipped) with each of ``--threads``, and sep-CMA-MAE end to end through
+  ``cmamae.run`` on the native backend (both models, the most threads): policy steps/s
+  (batch × episode length / s, what MJX simulates; native stops simulating ended episodes, so
+  the simulated steps are also given), the end-to-end run's share of time spent in the
+  episodes (its ratio to the floor), and the projected core-hours of the paper's QD Ant run
+  (1M evaluations of 1000 steps, every episode assumed to run its 1000 steps: the simulated
+  rate end to end × threads). The policies are what a first iteration samples: x₀ + σ₀·N(0, I).
 * ``solver``: for ``--task`` with 1, 2, 3, ... Newton iterations (``--solver-iterations``):
   MJX policy steps/s of ``jit(rollout.trajectory)`` on ``--batch`` Xavier policies, and
   agreement with native MuJoCo (same model) for the first ``--agree`` of them: how many keep
@@ -28,6 +38,7 @@ Modes (run one or several; every figure is timed after a warm-up call that compi
     python benchmarks/locomotion_speed.py --modes adaptations --episode-length 20
     python benchmarks/locomotion_speed.py --modes minf --episode-length 1000
     python benchmarks/locomotion_speed.py --modes solver --task halfcheetah --episode-length 20
+    OPENBLAS_NUM_THREADS=1 python benchmarks/locomotion_speed.py --modes native --repeats 3
 
 On a CPU use short episodes (the per-step rate hardly depends on the length); on a GPU use
 ``--episode-length 1000`` (the paper's setting).
@@ -87,7 +98,7 @@ def floor(task, batch: int, repeats: int):
 
 
 def mode_adaptations(args, out):
-    task = tasks.get("ant", episode_length=args.episode_length)
+    task = tasks.get("ant", episode_length=args.episode_length, backend="mjx")
     steps = [
         (
             "Gymnasium ant.xml as shipped (RK4, all geoms collide, pyramidal, 100/50 iters)",
@@ -132,7 +143,7 @@ def mode_adaptations(args, out):
 
 
 def mode_rollout(args, out):
-    task = tasks.get(args.task, episode_length=args.episode_length)
+    task = tasks.get(args.task, episode_length=args.episode_length, backend=args.backend)
     res = {}
     for seeds in sorted({1, args.seeds}):
         batch = PSI * LAM * seeds
@@ -149,7 +160,7 @@ def mode_rollout(args, out):
 
 
 def mode_e2e(args, out):
-    task = tasks.get(args.task, episode_length=args.episode_length)
+    task = tasks.get(args.task, episode_length=args.episode_length, backend=args.backend)
     floor_rate = {k: v["evals_per_s"] for k, v in out.get("rollout", {}).items()}
     res = []
     for name in args.algos:
@@ -187,7 +198,7 @@ def mode_e2e(args, out):
 
 
 def mode_ratio(args, out):
-    task = tasks.get(args.task, episode_length=args.episode_length)
+    task = tasks.get(args.task, episode_length=args.episode_length, backend=args.backend)
     floor_fn = jax.jit(task.evaluate)
     key = jax.random.key(1)
     res = []
@@ -259,7 +270,7 @@ def mode_brax(args, out):
     for name, model in _brax_model_variants():
         res[name] = _bare_steps_per_s(model, keys, length, args.repeats)
         print(f"{name}: {res[name]:,} policy steps/s", flush=True)
-    task = tasks.get("ant", episode_length=length)
+    task = tasks.get("ant", episode_length=length, backend="mjx")
     kw = dict(task.evaluate.kwargs)
     ours = load_model(kw["robot"], kw["adaptation"])
     res["our ant model, bare loop"] = _bare_steps_per_s(ours, keys, length, args.repeats)
@@ -334,6 +345,143 @@ def _bare_steps_per_s(model, keys, length: int, repeats: int) -> int:
     return round(len(keys) * length / best)
 
 
+def _es_samples(task, batch: int, sigma: float = 0.02, seed: int = 0):
+    """``batch`` samples x₀ + σ·N(0, I) around a Xavier x₀: what a first QD iteration
+    evaluates (independent Xavier policies end their episodes sooner)."""
+    k0, k1 = jax.random.split(jax.random.key(seed))
+    x0 = task.initial_solution(k0)
+    return x0 + sigma * jax.random.normal(k1, (batch, x0.shape[0]), x0.dtype)
+
+
+class _EpisodeClock:
+    """Seconds and simulated policy steps spent in ``native_batch.run_episodes`` (wrapped
+    while the context is open)."""
+
+    def __enter__(self):
+        from cmamae.tasks.locomotion import native_batch
+
+        self.module, self.inner = native_batch, native_batch.run_episodes
+        self.seconds, self.steps, self.calls = 0.0, 0, 0
+
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            episodes = self.inner(*a, **kw)
+            self.seconds += time.perf_counter() - t0
+            self.steps += int(episodes.steps.sum())
+            self.calls += 1
+            return episodes
+
+        native_batch.run_episodes = timed
+        return self
+
+    def __exit__(self, *exc):
+        self.module.run_episodes = self.inner
+
+
+def mode_native(args, out):
+    """The native backend against MJX (module docstring). Timings: best of ``--repeats``."""
+    import os
+
+    length, batch = args.episode_length, PSI * LAM
+    key = jax.random.key(1)
+    rows = []
+
+    def record(row):
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        row["load_avg_1min"] = round(load, 2)
+        rows.append(row)
+        print(row, flush=True)
+
+    mjx_task = tasks.get(args.task, episode_length=length, backend="mjx")
+    x = _es_samples(mjx_task, batch)
+    first, best = _timed(jax.jit(mjx_task.evaluate), x, key, repeats=args.repeats)
+    mjx_rate = batch * length / best
+    record(
+        dict(
+            what="floor",
+            backend="mjx",
+            model="adapted",
+            threads="-",
+            compile_s=round(first - best, 1),
+            evals_per_s=round(batch / best, 1),
+            policy_steps_per_s=round(mjx_rate),
+            simulated_steps_per_s=round(mjx_rate),
+        )
+    )
+    floors = {}
+    for adapted in (True, False):
+        model = "adapted" if adapted else "as shipped"
+        for threads in args.threads:
+            task = tasks.get(
+                args.task, episode_length=length, backend="native", adapted=adapted, threads=threads
+            )
+            fn = jax.jit(task.evaluate)
+            with _EpisodeClock() as clock:
+                first, best = _timed(fn, x, key, repeats=args.repeats)
+            simulated = clock.steps / clock.calls / best
+            floors[model, threads] = batch * length / best
+            record(
+                dict(
+                    what="floor",
+                    backend="native",
+                    model=model,
+                    threads=threads,
+                    compile_s=round(first - best, 1),
+                    evals_per_s=round(batch / best, 1),
+                    policy_steps_per_s=round(floors[model, threads]),
+                    simulated_steps_per_s=round(simulated),
+                    vs_mjx_floor=round(floors[model, threads] / mjx_rate, 2),
+                )
+            )
+    threads = max(args.threads)
+    for adapted in (True, False):
+        model = "adapted" if adapted else "as shipped"
+        task = tasks.get(
+            args.task, episode_length=length, backend="native", adapted=adapted, threads=threads
+        )
+        algo = algorithms.get("sep-cma-mae", task)
+        evals = algo.scheduler.batch_size * args.iterations
+
+        def run(task=task, algo=algo, evals=evals):
+            return cmamae.run(task, algo, evals=evals, seeds=1, key=jax.random.key(0))
+
+        t0 = time.perf_counter()
+        jax.block_until_ready(run().state)
+        compile_s = time.perf_counter() - t0
+        took = float("inf")
+        for _ in range(max(args.repeats, 1)):
+            with _EpisodeClock() as clock:
+                t0 = time.perf_counter()
+                jax.block_until_ready(run().state)
+                elapsed = time.perf_counter() - t0
+            if elapsed < took:
+                took, in_episodes, simulated = elapsed, clock.seconds, clock.steps
+        e2e_sim_rate = simulated / took
+        core_hours = PAPER_EVALS * PAPER_LENGTH / e2e_sim_rate * threads / 3600
+        record(
+            dict(
+                what="sep-CMA-MAE end to end, 1 seed",
+                backend="native",
+                model=model,
+                threads=threads,
+                compile_s=round(compile_s - took, 1),
+                evals_per_s=round(evals / took, 1),
+                policy_steps_per_s=round(evals * length / took),
+                simulated_steps_per_s=round(e2e_sim_rate),
+                ratio_to_floor=round(in_episodes / took, 3),
+                projected_core_hours_paper_run=round(core_hours, 1),
+            )
+        )
+    one, most = min(args.threads), max(args.threads)
+    summary = dict(
+        native_floor_vs_mjx_floor=round(floors["adapted", most] / mjx_rate, 2),
+        as_shipped_native_vs_adapted_mjx=round(floors["as shipped", most] / mjx_rate, 2),
+        thread_scaling=round(floors["adapted", most] / floors["adapted", one], 2),
+    )
+    print(summary, flush=True)
+    out["native"] = dict(batch=batch, episode_length=length, rows=rows, summary=summary)
+
+
 def mode_solver(args, out):
     """Newton iterations: MJX speed and agreement with native MuJoCo (docstring above). The
     variants are compiled first, then timed round-robin ``--repeats`` times (best of each), so
@@ -342,7 +490,7 @@ def mode_solver(args, out):
 
     from cmamae.tasks.locomotion import native
 
-    base = tasks.get(args.task, episode_length=args.episode_length)
+    base = tasks.get(args.task, episode_length=args.episode_length, backend="mjx")
     x = _policies(base, args.batch)
     key = jax.random.key(1)
     m = min(args.agree, args.batch)
@@ -390,7 +538,7 @@ def mode_minf(args, out):
     iterations sample), at full episode length: how docs/tasks.md chose each ``min_f``."""
     res = {}
     for name in args.robots:
-        task = tasks.get(name, episode_length=args.episode_length)
+        task = tasks.get(name, episode_length=args.episode_length, backend=args.backend)
         fn = jax.jit(task.evaluate)
         objs = []
         for i in range(args.minf_batches):
@@ -414,8 +562,15 @@ def main():
         "--modes",
         nargs="+",
         default=["rollout", "e2e", "brax"],
-        choices=["adaptations", "rollout", "e2e", "ratio", "brax", "minf", "solver"],
+        choices=["adaptations", "rollout", "e2e", "ratio", "brax", "minf", "solver", "native"],
     )
+    p.add_argument(
+        "--backend",
+        default="mjx",
+        choices=["mjx", "native", "auto"],
+        help="backend of 'rollout', 'e2e', 'ratio' and 'minf' ('native' compares both)",
+    )
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="for 'native'")
     p.add_argument("--solver-iterations", type=int, nargs="+", default=[1, 2, 3, 4])
     p.add_argument("--agree", type=int, default=16, help="policies compared with native")
     p.add_argument("--robots", nargs="+", default=["ant", "halfcheetah", "hopper", "walker2d"])
@@ -439,7 +594,7 @@ def main():
         episode_length=args.episode_length,
     )
     print(out, flush=True)
-    for mode in ("adaptations", "solver", "minf", "rollout", "e2e", "ratio", "brax"):
+    for mode in ("adaptations", "solver", "minf", "rollout", "e2e", "ratio", "brax", "native"):
         if mode in args.modes:
             globals()[f"mode_{mode}"](args, out)
     if args.json:

@@ -164,12 +164,20 @@ def test_transitions_and_replay(ant, ant_x, ant_results):
         np.testing.assert_array_equal(tr.next_obs[i, : s - 1], tr.obs[i, 1:s])
         assert tr.dones[i].sum() == (s < 40) and (s == 40 or tr.dones[i, s - 1] == 1)
     np.testing.assert_allclose((tr.rewards * tr.valid).sum(1), ant_results[0], rtol=1e-5)
-    # Replaying one elite alone (the twin) gives its stored numbers exactly, and its states.
+    # The replay hook records the same episodes: an elite replayed alone, or in the run's
+    # seed layout, gives its stored numbers exactly.
+    record = jax.jit(ant.replay.trajectory)
     for row in (0, 7):
-        obj, meas, episode = native.replay_episode(ant, np.asarray(ant_x[row]), jax.random.key(9))
-        assert obj == ant_results[0][row]
-        np.testing.assert_array_equal(meas, ant_results[1][row])
-        assert episode["qpos"].shape == (episode["steps"] + 1, 15)
+        traj = record(ant_x[row : row + 1], jax.random.key(9))
+        assert np.asarray(traj["objective"])[0] == ant_results[0][row]
+        np.testing.assert_array_equal(np.asarray(traj["measures"])[0], ant_results[1][row])
+        steps = int(traj["steps"][0])
+        assert traj["qpos"].shape == (1, 40, 15) and np.asarray(traj["alive"])[0].sum() == steps
+    keys = jnp.stack([jax.random.key(9), jax.random.key(10)])
+    both = jax.jit(jax.vmap(ant.replay.trajectory))(jnp.stack([ant_x, ant_x]), keys)
+    np.testing.assert_array_equal(np.asarray(both["objective"][0]), ant_results[0])
+    np.testing.assert_array_equal(np.asarray(both["measures"][0]), ant_results[1])
+    assert ant.replay.step_seconds == pytest.approx(0.05)
 
 
 # ---------------------------------------------------------------- backend choice, bad input

@@ -142,6 +142,7 @@ def locomotion_task(
     """
     from cmamae.tasks.locomotion.model import DEFAULT_ADAPTATION, Adaptation
     from cmamae.tasks.locomotion.native_batch import check_threads
+    from cmamae.tasks.locomotion.playback import replay_hook
 
     if robot_name not in ROBOTS:
         raise ValueError(f"unknown robot {robot_name!r}; expected one of {sorted(ROBOTS)}")
@@ -191,6 +192,7 @@ def locomotion_task(
         initial_solution=bind(initial_solution, policy=policy),
         evaluate_transitions=bind(engine.evaluate_transitions, **common),
         policy=policy,
+        replay=replay_hook(**common),
     )
 
 

@@ -225,25 +225,3 @@ def trajectory(task, solutions, key) -> dict[str, np.ndarray]:
     result["objective"] = np.array([o[0] for o in outs])
     result["steps"] = np.array([o[2] for o in outs])
     return result
-
-
-def replay_episode(task, solution, key) -> tuple[float, np.ndarray, dict]:
-    """One policy's episode on the twin, for a replay: ``(objective, measures (feet,),
-    episode)``, the objective and measures as the native backend scored them for ``key``
-    (float32, the task's dtype; a native episode does not depend on its batch), ``episode``
-    with ``qpos`` ``(steps + 1, nq)`` (the reset state, then one per executed step),
-    ``steps`` and ``dt`` (s per policy step)."""
-    s = _settings(task)
-    traj = trajectory(task, np.asarray(solution)[None], key)
-    steps = int(traj["steps"][0])
-    counted = traj["contacts"][0] & traj["alive"][0][:, None]
-    measures = counted.sum(axis=0) / max(steps, 1)
-    qpos0, _ = start_state(task, key)
-    model = load_model(s["robot"], s["adaptation"])
-    episode = dict(
-        qpos=np.concatenate([qpos0[None], traj["qpos"][0, :steps]]),
-        steps=steps,
-        dt=float(model.opt.timestep) * s["robot"].frame_skip,
-    )
-    dtype = np.dtype(s["policy"].dtype)
-    return float(dtype.type(traj["objective"][0])), measures.astype(dtype), episode

@@ -5,10 +5,11 @@ C thread pool, bit-identical to a loop over one ``MjData`` each (its documentati
 episode depends neither on its neighbours in the batch nor on the thread count. Around it the
 rest is vectorized NumPy over the simulations (float64), with the definitions of the
 per-episode twin (:mod:`cmamae.tasks.locomotion.native`): the policies' forward pass
-(:func:`~cmamae.tasks.locomotion.native.apply`, one BLAS call per row, the twin's own), and
-Gymnasium's observation, reward and termination from env.py. Terminated episodes are no longer
-stepped (``Batch.step(ids=...)``), and the policies of the running ones are computed on a
-compacted copy of their weights once enough have ended.
+(:func:`~cmamae.tasks.locomotion.native.apply`, one BLAS call per row, the twin's own, on
+row blocks in as many Python threads as the batch has), and Gymnasium's observation, reward
+and termination from env.py. Terminated episodes are no longer stepped
+(``Batch.step(ids=...)``), and the policies of the running ones are computed on a compacted
+copy of their weights once enough have ended.
 
 Foot contacts follow the task's rule: a foot touches the floor on a physics step when an
 active contact (``dist < includemargin``) pairs it with the floor. ``Batch`` cannot bind the
@@ -37,6 +38,7 @@ task, which stays a frozen, hashable value.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -288,8 +290,6 @@ def run_episodes(
     zeros, ``valid`` False; MJX's values there are those of the masked-out steps it keeps
     simulating, which no learner reads).
     """
-    from cmamae.tasks.locomotion.native import apply
-
     threads = default_threads() if check_threads(threads) is None else threads
     model = load_model(robot, adaptation)
     solutions = np.asarray(solutions, np.float64)
@@ -324,7 +324,7 @@ def run_episodes(
                 rows = running
             at = np.searchsorted(rows, running)  # the running simulations among rows
             obs_rows = env.observe(robot, sims.qpos[rows], sims.qvel[rows], xp=np)
-            action = apply(policy, layers, obs_rows)[at]
+            action = _forward(policy, layers, obs_rows, threads)[at]
             sims.ctrl[running] = action
             touched = np.zeros((len(running), n_feet), bool)
             for _ in range(robot.frame_skip):
@@ -355,6 +355,37 @@ def run_episodes(
             if not len(running):
                 break
     return _finish(total, contact_steps, steps, failed, errors, record)
+
+
+# Fewest rows per thread for which the policies' forward pass is split over threads.
+MIN_ROWS_PER_THREAD = 16
+_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _forward(policy: MLPPolicy, layers, obs: np.ndarray, threads: int) -> np.ndarray:
+    """:func:`~cmamae.tasks.locomotion.native.apply` on row blocks in ``threads`` Python
+    threads (NumPy's matmul and tanh release the GIL): a row's actions are the same whichever
+    block computes them."""
+    from cmamae.tasks.locomotion.native import apply
+
+    n = len(obs)
+    parts = min(threads, n // MIN_ROWS_PER_THREAD)
+    if parts < 2:
+        return apply(policy, layers, obs)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(parts)
+        if pool is None:
+            pool = _POOLS[parts] = concurrent.futures.ThreadPoolExecutor(
+                parts, thread_name_prefix="cmamae-policy"
+            )
+    edges = np.linspace(0, n, parts + 1).astype(int)
+
+    def block(i):
+        rows = slice(edges[i], edges[i + 1])
+        return apply(policy, [(w[rows], b[rows]) for w, b in layers], obs[rows])
+
+    return np.concatenate(list(pool.map(block, range(parts))))
 
 
 def _step(batch, running: np.ndarray, failed: np.ndarray, errors: dict) -> np.ndarray:
@@ -406,12 +437,12 @@ class _Recorder:
 
 
 # ----------------------------------------------------------------------------- JAX functions
-def _host(solutions, key_data, *, robot, adaptation, policy, episode_length, noise_scale,
-          key_impl, threads, record):  # fmt: skip
+def _host(solutions, key_data, *, rows, robot, adaptation, noise_scale, key_impl):
     """The callback: ``solutions`` ``(*lead, batch, n)`` and the keys' data ``(*lead',
     key_size)``, ``lead'`` broadcastable to ``lead`` (``vmap_method="expand_dims"`` gives
-    unbatched arguments size-1 axes) -> every output with leading axes ``(*lead, batch)``;
-    all ``prod(lead) · batch`` episodes in one :func:`run_episodes`, each key's rows from its
+    unbatched arguments size-1 axes) -> every output of ``rows`` with leading axes ``(*lead,
+    batch)``. ``rows(solutions (N, n), qpos (N, nq), qvel (N, nv))`` gets all ``N = prod(lead)
+    · batch`` episodes at once, each with its key's
     :func:`~cmamae.tasks.locomotion.native.reset_state`."""
     from cmamae.tasks.locomotion.native import reset_state
 
@@ -426,28 +457,57 @@ def _host(solutions, key_data, *, robot, adaptation, policy, episode_length, noi
     lead = np.broadcast_shapes(solutions.shape[:-2], key_lead)
     batch, dim = solutions.shape[-2:]
     flat = lambda a, tail: np.broadcast_to(a, (*lead, batch, tail)).reshape(-1, tail)
-    episodes = run_episodes(
-        robot,
-        adaptation,
-        policy,
+    out = rows(
         flat(solutions, dim),
         flat(qpos[..., None, :], qpos.shape[-1]),
         flat(qvel[..., None, :], qvel.shape[-1]),
-        episode_length,
-        threads,
-        transitions=record,
-        dtype=solutions.dtype,
     )
-    unflat = lambda a: a.reshape(*lead, batch, *a.shape[1:])
-    out = [unflat(episodes.total.astype(solutions.dtype))]
-    out.append(unflat(episodes.measures.astype(solutions.dtype)))
-    if record:
-        out += [unflat(episodes.transitions[f.name]) for f in dataclasses.fields(Transitions)]
-    return tuple(out)
+    return jax.tree_util.tree_map(lambda a: a.reshape(*lead, batch, *a.shape[1:]), out)
 
 
 def _wrap(data: np.ndarray, impl):
     return jax.random.wrap_key_data(data, impl=impl) if impl is not None else data
+
+
+def host_rows(rows, shapes, solutions, key, *, robot, adaptation, noise_scale):
+    """Per-episode work on the host from JAX: ``rows(solutions (N, n), qpos (N, nq), qvel (N,
+    nv)) -> outputs`` (NumPy, each ``(N, ...)``) for every row of ``solutions`` ``(batch, n)``
+    from the reset state of ``key``, as one ``jax.pure_callback``; ``shapes``: the outputs'
+    ``jax.ShapeDtypeStruct`` for one call, leading axis ``batch``. Under ``vmap`` the callback
+    is called once with the mapped axes in front and ``rows`` gets every episode of them."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):  # a typed key: pass its bits
+        key_impl, key_data = jax.random.key_impl(key), jax.random.key_data(key)
+    else:  # a raw uint32 key
+        key_impl, key_data = None, key
+    host = functools.partial(
+        _host,
+        rows=rows,
+        robot=robot,
+        adaptation=adaptation,
+        noise_scale=noise_scale,
+        key_impl=key_impl,
+    )
+    return jax.pure_callback(host, shapes, solutions, key_data, vmap_method="expand_dims")
+
+
+def _episode_rows(solutions, qpos, qvel, *, robot, adaptation, policy, episode_length,
+                  threads, record, dtype):  # fmt: skip
+    episodes = run_episodes(
+        robot,
+        adaptation,
+        policy,
+        solutions,
+        qpos,
+        qvel,
+        episode_length,
+        threads,
+        transitions=record,
+        dtype=dtype,
+    )
+    out = [episodes.total.astype(dtype), episodes.measures.astype(dtype)]
+    if record:
+        out += [episodes.transitions[f.name] for f in dataclasses.fields(Transitions)]
+    return tuple(out)
 
 
 def _call(solutions, key, record, *, robot, adaptation, policy, episode_length, noise_scale,
@@ -455,10 +515,6 @@ def _call(solutions, key, record, *, robot, adaptation, policy, episode_length, 
     from cmamae.tasks.locomotion import check_solutions
 
     check_solutions(solutions, policy)
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):  # a typed key: pass its bits
-        key_impl, key_data = jax.random.key_impl(key), jax.random.key_data(key)
-    else:  # a raw uint32 key
-        key_impl, key_data = None, key
     batch, dtype = solutions.shape[0], solutions.dtype
     shape = lambda *s, dt=dtype: jax.ShapeDtypeStruct((batch, *s), dt)
     shapes = [shape(), shape(len(robot.feet))]
@@ -466,18 +522,25 @@ def _call(solutions, key, record, *, robot, adaptation, policy, episode_length, 
         t = episode_length
         shapes += [shape(t, policy.obs_dim), shape(t, policy.act_dim), shape(t)]
         shapes += [shape(t, policy.obs_dim), shape(t), shape(t, dt=jnp.bool_)]
-    host = functools.partial(
-        _host,
+    rows = functools.partial(
+        _episode_rows,
         robot=robot,
         adaptation=adaptation,
         policy=policy,
         episode_length=episode_length,
-        noise_scale=noise_scale,
-        key_impl=key_impl,
         threads=threads,
         record=record,
+        dtype=np.dtype(dtype),
     )
-    return jax.pure_callback(host, tuple(shapes), solutions, key_data, vmap_method="expand_dims")
+    return host_rows(
+        rows,
+        tuple(shapes),
+        solutions,
+        key,
+        robot=robot,
+        adaptation=adaptation,
+        noise_scale=noise_scale,
+    )
 
 
 def evaluate(solutions: jax.Array, key: jax.Array, **task) -> tuple[jax.Array, jax.Array]:
