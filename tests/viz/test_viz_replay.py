@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cmamae import algorithms, rundir, tasks
+from cmamae.experiment import replay as replay_lib
 from cmamae.viz import replay as rp
 
 
@@ -22,16 +23,17 @@ def _state(run):
 
 
 def test_best_elite_reevaluates_to_stored(sphere_run, tmp_path, is_png):
+    """A hand-made run folder has no provenance: replay runs a fresh episode and says so."""
     archive, state = _state(sphere_run)
-    out = rp.replay(sphere_run, tmp_path / "out", elite="best")
+    out = replay_lib.replay(sphere_run, tmp_path / "out", elite="best")
     occ = np.asarray(state.occupied)
     best = int(np.argmax(np.where(occ, np.asarray(state.objectives), -np.inf)))
     assert out["cell"] == best
-    assert out["reevaluated"]["objective"] == pytest.approx(out["stored"]["objective"], rel=1e-5)
+    assert out["episode"]["kind"] == "fresh" and "before cmamae recorded" in out["note"]
+    assert out["replayed"]["objective"] == pytest.approx(out["stored"]["objective"], rel=1e-5)
     np.testing.assert_allclose(
-        out["reevaluated"]["measures"], out["stored"]["measures"], rtol=1e-5, atol=1e-5
+        out["replayed"]["measures"], out["stored"]["measures"], rtol=1e-5, atol=1e-5
     )
-    assert out["matches_stored"] is True
     assert is_png(out["files"]["figure"])
     record = json.loads(out["files"]["json"].read_text())
     assert record["cell"] == best
@@ -46,7 +48,7 @@ def test_cell_and_measures_select_the_same_elite(sphere_run, tmp_path):
     assert rp.select_elite(archive, state, cell) == cell
     assert rp.select_elite(archive, state, str(cell)) == cell
     assert rp.select_elite(archive, state, measures) == cell
-    out = rp.replay(sphere_run, tmp_path, elite=measures)
+    out = replay_lib.replay(sphere_run, tmp_path, elite=measures)
     assert out["cell"] == cell and out["files"]["json"].name == f"replay_seed0_cell{cell}.json"
 
 
@@ -75,7 +77,7 @@ def test_bad_elite_specs(sphere_run, tmp_path):
     with pytest.raises(ValueError, match=r"no elite at measures .* nearest occupied cell is \d+"):
         rp.select_elite(archive, state, centre)
     with pytest.raises(ValueError, match="elite"):
-        rp.replay(sphere_run, tmp_path, elite="worst")
+        replay_lib.replay(sphere_run, tmp_path, elite="worst")
     empty_state = archive.init()
     with pytest.raises(ValueError, match="empty"):
         rp.select_elite(archive, empty_state, "best")
@@ -83,7 +85,7 @@ def test_bad_elite_specs(sphere_run, tmp_path):
 
 def test_generic_renderer_for_unregistered_tasks(sphere_run, tmp_path, monkeypatch, is_png):
     monkeypatch.delitem(rp.RENDERERS, "sphere")
-    out = rp.replay(sphere_run, tmp_path)
+    out = replay_lib.replay(sphere_run, tmp_path)
     assert is_png(out["files"]["figure"]) and out["render"] == {}
 
 
@@ -97,8 +99,8 @@ def test_arm(make_run, tmp_path, is_png):
         archive=True,
         task_settings={"solution_dim": 6, "archive_dims": [10, 10]},
     )
-    out = rp.replay(run, tmp_path, elite="best")
-    assert out["reevaluated"]["objective"] == pytest.approx(out["stored"]["objective"], rel=1e-5)
+    out = replay_lib.replay(run, tmp_path, elite="best")
+    assert out["replayed"]["objective"] == pytest.approx(out["stored"]["objective"], rel=1e-5)
     np.testing.assert_allclose(
         out["render"]["end_effector"], out["stored"]["measures"], rtol=1e-4, atol=1e-4
     )
@@ -118,8 +120,8 @@ def test_pendulum_with_archive(tmp_path, make_run, save_archive, is_png):
     x = np.random.default_rng(0).normal(size=(8, task.solution_dim)).astype(np.float32)
     obj, meas = task.evaluate(jax.numpy.asarray(x), jax.random.PRNGKey(0))
     save_archive(run, 0, algorithms.get("sep-cma-mae", task).scheduler.best_archive, x, obj, meas)
-    out = rp.replay(run, tmp_path, eval_seed=0)
-    # One episode with the same key: the figure's episode is the stored evaluation.
-    assert out["reevaluated"]["objective"] == pytest.approx(out["stored"]["objective"], rel=1e-4)
+    out = replay_lib.replay(run, tmp_path)
+    # One episode with the same key (0): the figure's episode is the stored evaluation.
+    assert out["replayed"]["objective"] == pytest.approx(out["stored"]["objective"], rel=1e-4)
     assert out["render"]["episode_return"] == pytest.approx(out["stored"]["objective"], rel=1e-4)
     assert is_png(out["files"]["figure"])

@@ -15,12 +15,12 @@ import pytest
 pytest.importorskip("mujoco.mjx")
 
 from cmamae import cli, tasks  # noqa: E402
+from cmamae.experiment import replay as replay_lib  # noqa: E402
 from cmamae.tasks.locomotion.model import load_model  # noqa: E402
 from cmamae.tasks.locomotion.robots import ROBOTS  # noqa: E402
-from cmamae.viz import replay as rp  # noqa: E402
 from cmamae.viz import video  # noqa: E402
 
-# The replay below re-evaluates with MJX (viz.replay.locomotion_episode): pinned to that backend.
+# The replay below draws the MJX episode (the locomotion replay hook): pinned to that backend.
 SETTINGS = {"episode_length": 6, "hidden_sizes": [4], "backend": "mjx"}
 
 
@@ -123,10 +123,13 @@ def test_replay_ant_writes_video_of_the_reevaluated_episode(
 ):
     ant_run = _ant_run(make_run, save_archive)
     options = {"format": "gif", "width": 64, "height": 48, "fps": 4}
-    out = rp.replay(ant_run, tmp_path, elite="best", render_options=options)
+    out = replay_lib.replay(ant_run, tmp_path, elite="best", render_options=options)
     render = out["render"]
-    # The video's episode is the re-evaluation, and it matches the run's task.evaluate.
-    assert out["matches_stored"] is True
+    # A hand-made run (no provenance): a fresh episode with key 0, the one the archive was
+    # filled with; the video shows it, recorded with the same return.
+    assert out["episode"]["kind"] == "fresh"
+    assert out["replayed"]["objective"] == pytest.approx(out["stored"]["objective"], rel=1e-5)
+    assert out["drawn_episode_objective"] == pytest.approx(out["replayed"]["objective"], rel=1e-5)
     steps = render["episode_steps"]
     assert 1 <= steps <= SETTINGS["episode_length"]
     assert render["video_frames"] == steps + 1 and render["video_fps"] == 4.0
@@ -143,5 +146,5 @@ def test_replay_ant_writes_video_of_the_reevaluated_episode(
 
 def test_options_of_other_renderers_are_refused(make_run, tmp_path):
     run = make_run("sphere", "sep-cma-mae", seeds=1, iterations=1, archive=True)
-    with pytest.raises(ValueError, match=r"render_options \['fps'\] are not used"):
-        rp.replay(run, tmp_path, render_options={"fps": 10})
+    with pytest.raises(ValueError, match=r"render options \['fps'\] are not used"):
+        replay_lib.replay(run, tmp_path, render_options={"fps": 10})

@@ -2,9 +2,9 @@
 heatmaps (:mod:`.archive_plot`), and elite replays (:mod:`.replay`). Matplotlib through the Agg
 canvas only (no display); run folders are read as JSON, CSV and ``.npz`` arrays, never code.
 
-The entry points of ``cmamae report`` / ``plot`` / ``replay``: ``viz.report.report``,
-``viz.plot_archive`` and ``viz.replay.replay`` (the submodules keep their names here; the
-functions ``report`` and ``replay`` are not re-exported over them).
+The entry points of ``cmamae report`` / ``plot``: ``viz.report.report`` and
+``viz.plot_archive`` (the submodule ``report`` keeps its name here). ``cmamae replay`` decides
+which episode to replay in :mod:`cmamae.experiment.replay` and draws it with :mod:`.replay`.
 """
 
 from cmamae.viz import archive_plot, replay, report

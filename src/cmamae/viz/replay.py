@@ -1,37 +1,29 @@
-"""Replay one elite of a run: pick it from the result archive, rebuild the task from the run's
-config, re-evaluate it, and draw it with the task's renderer.
+"""Drawing one replayed elite: choosing it from an archive (:func:`select_elite`) and the
+figures and videos of its episode. Which episode is replayed, and how exactly, is decided above
+this layer (:mod:`cmamae.experiment.replay`, ``cmamae replay``).
 
-Renderers are looked up by task name in :data:`RENDERERS` (``register_renderer`` adds one);
-tasks without one get :func:`render_generic`, the solution vector next to the archive heatmap
-with the elite marked. The locomotion tasks get a video of the elite's episode
-(:func:`render_locomotion`, drawn by :mod:`cmamae.viz.video`). A renderer takes a
-:class:`ReplayContext` and returns ``{label: written path}``; it may add JSON-friendly entries to
-``ctx.info``, which land in the replay's JSON under ``"render"``. Optional attributes of a
-renderer: ``options`` (the option names it takes in ``ctx.options``), ``check_options(options)``
-(raises ValueError before any evaluation) and ``evaluate(task, solution, key) -> (objective,
-measures, episode)``, used instead of ``task.evaluate`` for the re-evaluation (``episode`` lands
-in ``ctx.episode``).
+How an elite is drawn (:func:`renderer_for`) follows the task's replay hook
+(:class:`cmamae.tasks.base.ReplayHook`), never the task's internals: a video of its ``qpos``
+when the hook has a MuJoCo model (:func:`render_video`, drawn by :mod:`cmamae.viz.video`), its
+per-step curves when it has series (:func:`render_series`), else a renderer registered for the
+task's name (:func:`register_renderer`: the benchmark functions and the arm draw their
+solution), else :func:`render_generic`, the solution vector next to the archive heatmap with
+the elite marked. A renderer takes a :class:`ReplayContext` and returns ``{label: written
+path}``; it may add JSON-friendly entries to ``ctx.info``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.cm import ScalarMappable
 
-from cmamae import rundir
-from cmamae import tasks as tasks_lib
-from cmamae.viz._common import measure_names, new_figure, save
+from cmamae.viz._common import new_figure, save
 from cmamae.viz.archive_plot import CMAP, draw_archive_panel
 
 ELITE_EXPECTED = "'best', a cell index (int) or a sequence of measure values"
@@ -50,13 +42,13 @@ class ReplayContext:
         cell: the elite's cell.
         solution: ``(solution_dim,)`` the elite.
         stored_objective, stored_measures ``(m,)``: as stored in the archive.
-        objective, measures ``(m,)``: re-evaluated now with ``key``.
-        key: the PRNG key of the re-evaluation.
+        objective, measures ``(m,)``: of the replayed episode.
         names: measure names.
         stem: file-name stem for the written files (``replay_seed0_cell12``).
         info: extra JSON-friendly results of the renderer.
-        options: the renderer's options (names in its ``options`` attribute).
-        episode: what the renderer's ``evaluate`` returned besides the numbers, or None.
+        options: the renderer's options (:func:`render_options_of`).
+        trajectory: the replayed episode step by step (the task's replay hook's entries for
+            this elite, NumPy, no batch axis), or None.
     """
 
     run_dir: Path
@@ -72,12 +64,11 @@ class ReplayContext:
     stored_measures: np.ndarray
     objective: float
     measures: np.ndarray
-    key: jax.Array
     names: list[str]
     stem: str
     info: dict = dataclasses.field(default_factory=dict)
     options: dict = dataclasses.field(default_factory=dict)
-    episode: Any = None
+    trajectory: dict | None = None
 
 
 Renderer = Callable[[ReplayContext], dict]
@@ -85,8 +76,9 @@ RENDERERS: dict[str, Renderer] = {}
 
 
 def register_renderer(task_name: str, fn: Renderer | None = None):
-    """Register ``fn(ctx) -> {label: path}`` for ``task_name``; usable as a decorator. The
-    option names ``fn`` accepts (``ctx.options``) are its ``options`` attribute, if any."""
+    """Register ``fn(ctx) -> {label: path}`` for tasks named ``task_name`` that have no replay
+    hook; usable as a decorator. The option names ``fn`` accepts (``ctx.options``) are its
+    ``options`` attribute, if any."""
 
     def deco(f: Renderer) -> Renderer:
         RENDERERS[task_name] = f
@@ -264,96 +256,37 @@ def render_arm(ctx: ReplayContext) -> dict[str, Path]:
     return {"figure": save(fig, ctx.out_dir / f"{ctx.stem}.png")}
 
 
-def pendulum_trajectory(task, solution: np.ndarray, key: jax.Array) -> dict[str, np.ndarray]:
-    """The first episode ``task.evaluate`` averages over for ``key``: per step ``(T,)``
-    time, angle θ (wrapped to [−π, π), 0 upright), θ̇, torque and reward."""
-    from cmamae.tasks import pendulum
-
-    kw = dict(task.evaluate.kwargs)
-    policy, num_steps = kw["policy"], kw["num_steps"]
-    episode_key = jax.random.split(key, kw["num_episodes"])[0]
-    params = policy.unflatten(jnp.asarray(solution, policy.dtype))
-
-    def body(state, _):
-        action = policy.apply(params, pendulum.observe(state))
-        nxt, reward, torque = pendulum.step(state, action)
-        return nxt, jnp.stack([state[0], state[1], torque, reward])
-
-    _, rows = jax.lax.scan(body, pendulum.reset(episode_key), None, length=num_steps)
-    rows = np.asarray(rows, float)
-    return {
-        "time": np.arange(num_steps) * pendulum.DT,
-        "angle": np.asarray(pendulum.angle_normalize(rows[:, 0])),
-        "angular_velocity": rows[:, 1],
-        "torque": rows[:, 2],
-        "reward": rows[:, 3],
-    }
-
-
-def render_pendulum(ctx: ReplayContext) -> dict[str, Path]:
-    """Angle and torque over the first re-evaluated episode (and the archive, if the task has
-    measures)."""
-    evaluate = ctx.task.evaluate
-    if not (hasattr(evaluate, "kwargs") and "policy" in dict(evaluate.kwargs)):
-        return render_generic(ctx)
-    traj = pendulum_trajectory(ctx.task, ctx.solution, ctx.key)
+def render_series(ctx: ReplayContext) -> dict[str, Path]:
+    """The task's per-step curves (its replay hook's ``series``) over the replayed episode,
+    and the archive when the task has measures."""
+    hook, traj = ctx.task.replay, ctx.trajectory
+    steps = int(traj.get("steps", len(next(iter(traj.values())))))
+    time_s = np.arange(steps) * hook.step_seconds
     with_archive = ctx.archive is not None and ctx.archive.measure_dim > 0
-    fig = new_figure(12.0 if with_archive else 7.0, 6.0)
-    grid = fig.subplots(2, 2 if with_archive else 1, squeeze=False)
-    ax_a, ax_u = grid[0, 0], grid[1, 0]
-    ax_a.plot(traj["time"], traj["angle"], color="tab:blue")
-    ax_a.axhline(0.0, color="k", linewidth=0.8, linestyle="--")
-    ax_a.set_ylabel("angle θ (rad, 0 = up)")
-    ax_u.plot(traj["time"], traj["torque"], color="tab:orange")
-    ax_u.set_ylabel("torque")
-    ax_u.set_xlabel("time (s)")
-    for ax in (ax_a, ax_u):
+    rows = len(hook.series)
+    fig = new_figure(12.0 if with_archive else 7.0, 3.0 * rows)
+    grid = fig.subplots(rows, 2 if with_archive else 1, squeeze=False)
+    for (entry, label), ax in zip(hook.series, grid[:, 0]):
+        ax.plot(time_s, np.asarray(traj[entry])[:steps])
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    grid[-1, 0].set_xlabel("time (s)")
     if with_archive:
         gs = grid[0, 1].get_subplotspec().get_gridspec()
-        grid[0, 1].remove()
-        grid[1, 1].remove()
+        for ax in grid[:, 1]:
+            ax.remove()
         _archive_panel(ctx, fig, fig.add_subplot(gs[:, 1]))
-    ret = float(traj["reward"].sum())
-    fig.suptitle(_title(ctx) + f"\nepisode shown: return {ret:.5g}", fontsize="medium")
-    ctx.info["episode_return"] = ret
+    text = _title(ctx)
+    if "reward" in traj:
+        ret = float(np.sum(np.asarray(traj["reward"])[:steps]))
+        ctx.info["episode_return"] = ret
+        text += f"\nepisode shown: return {ret:.5g}"
+    fig.suptitle(text, fontsize="medium")
     return {"figure": save(fig, ctx.out_dir / f"{ctx.stem}.png")}
 
 
-@functools.lru_cache(maxsize=8)
-def _trajectory_fn(robot, adaptation, policy, episode_length: int, noise_scale: float):
-    """``rollout.trajectory`` compiled once per task (repeated replays reuse it)."""
-    from cmamae.tasks.locomotion import rollout
-
-    kw = dict(robot=robot, adaptation=adaptation, policy=policy)
-    kw.update(episode_length=episode_length, noise_scale=noise_scale)
-    return jax.jit(functools.partial(rollout.trajectory, **kw))
-
-
-def locomotion_episode(task, solution: np.ndarray, key: jax.Array):
-    """Re-evaluate one locomotion policy with MJX, keeping its states: ``(objective,
-    measures (feet,), episode)``, the same numbers as ``task.evaluate`` for ``key``;
-    ``episode`` holds ``qpos`` ``(steps + 1, nq)`` (the reset state, then one per executed
-    step), ``steps`` and ``dt`` (s per policy step)."""
-    from cmamae.tasks.locomotion import rollout
-    from cmamae.tasks.locomotion.model import load_model
-
-    kw = dict(task.evaluate.kwargs)
-    robot, adaptation = kw["robot"], kw["adaptation"]
-    fn = _trajectory_fn(robot, adaptation, kw["policy"], kw["episode_length"], kw["noise_scale"])
-    traj = fn(jnp.asarray(solution, kw["policy"].dtype)[None], key)
-    steps = int(np.asarray(traj["steps"])[0])
-    alive = np.asarray(traj["alive"])[0]
-    contacts = np.asarray(traj["contacts"])[0]
-    measures = np.sum(contacts & alive[:, None], axis=0) / max(steps, 1)
-    start = rollout.start_data(robot, adaptation, key, kw["noise_scale"]).qpos
-    qpos = np.concatenate([np.asarray(start)[None], np.asarray(traj["qpos"])[0, :steps]])
-    model = load_model(robot, adaptation)
-    episode = dict(qpos=qpos, steps=steps, dt=float(model.opt.timestep) * robot.frame_skip)
-    return float(np.asarray(traj["objective"])[0]), measures.astype(np.float32), episode
-
-
-def _check_video_options(options: dict) -> None:
+def check_video_options(options: dict) -> None:
+    """Raise ValueError for bad video options (before any evaluation)."""
     from cmamae.viz import video
 
     video.check_options(
@@ -365,47 +298,42 @@ def _check_video_options(options: dict) -> None:
     )
 
 
-def render_locomotion(ctx: ReplayContext) -> dict[str, Path]:
-    """A video of the elite's episode (MP4 when ffmpeg is found, else GIF).
+VIDEO_OPTIONS = ("frames", "fps", "width", "height", "format")
 
-    The states are MJX's own from the re-evaluation (:func:`locomotion_episode`, so the video
-    shows the episode whose objective and measures the replay reports): the reset state, then
-    one frame per executed policy step until the episode ends. Drawn by MuJoCo's offscreen
-    renderer with a camera tracking the robot (:func:`cmamae.viz.video.render_video`).
+
+def render_video(ctx: ReplayContext) -> dict[str, Path]:
+    """A video of the replayed episode (MP4 when ffmpeg is found, else GIF): the task's
+    ``start_qpos``, then its ``qpos`` after each executed step, drawn by MuJoCo's offscreen
+    renderer with the task's tracking camera (:func:`cmamae.viz.video.render_video`).
 
     Options (``ctx.options``): ``frames`` (most frames, default all), ``fps`` (playback rate,
     default real time, at most 50 frames/s by skipping steps), ``width``/``height`` (pixels,
     default 640 × 480 for MP4, 320 × 240 for GIF), ``format`` (``auto``, ``mp4``, ``gif``).
     """
-    from cmamae.tasks.locomotion.model import load_model
     from cmamae.viz import video
 
-    opts = ctx.options
-    _check_video_options(opts)
+    hook, traj, opts = ctx.task.replay, ctx.trajectory, ctx.options
+    check_video_options(opts)
     fmt = opts.get("format", "auto")
     if fmt == "auto":
         fmt = "mp4" if video.ffmpeg_exe() else "gif"
     width, height = (640, 480) if fmt == "mp4" else (320, 240)
     width, height = opts.get("width", width), opts.get("height", height)
-    episode = ctx.episode
-    if episode is None:  # a caller that did not re-evaluate through locomotion_episode
-        _, _, episode = locomotion_episode(ctx.task, ctx.solution, ctx.key)
-    idx, fps = video.frame_plan(
-        len(episode["qpos"]), episode["dt"], opts.get("frames"), opts.get("fps")
-    )
-    kw = dict(ctx.task.evaluate.kwargs)
+    steps = int(traj["steps"])
+    qpos = np.concatenate([np.asarray(traj["start_qpos"])[None], np.asarray(traj["qpos"])[:steps]])
+    idx, fps = video.frame_plan(len(qpos), hook.step_seconds, opts.get("frames"), opts.get("fps"))
     out = video.render_video(
-        load_model(kw["robot"], kw["adaptation"]),
-        episode["qpos"][idx],
+        hook.mujoco_model(),
+        qpos[idx],
         ctx.out_dir / ctx.stem,
         fps=fps,
         width=width,
         height=height,
         fmt=fmt,
-        camera=video.CAMERAS.get(kw["robot"].name),
+        camera=dict(hook.camera),
     )
     ctx.info.update(
-        episode_steps=episode["steps"],
+        episode_steps=steps,
         video_frames=out["frames"],
         video_fps=out["fps"],
         video_seconds=out["frames"] / out["fps"],
@@ -417,141 +345,48 @@ def render_locomotion(ctx: ReplayContext) -> dict[str, Path]:
     return {"video": out["path"]}
 
 
-render_locomotion.options = ("frames", "fps", "width", "height", "format")
-render_locomotion.check_options = _check_video_options
-render_locomotion.evaluate = locomotion_episode
-
 for _name in ("sphere", "rastrigin", "plateau"):
     register_renderer(_name, render_linear_projection)
 register_renderer("arm", render_arm)
-register_renderer("pendulum", render_pendulum)
-for _name in ("ant", "halfcheetah", "hopper", "walker2d"):
-    register_renderer(_name, render_locomotion)
 
 
-# --------------------------------------------------------------------------- replay
-def _jsonable(x):
+def renderer_for(task) -> Renderer:
+    """How replay draws an elite of ``task``: a video when its replay hook has a MuJoCo
+    model, its per-step curves when it has series, else the renderer registered for its
+    name, else :func:`render_generic`."""
+    hook = getattr(task, "replay", None)
+    if hook is not None and hook.mujoco_model is not None:
+        return render_video
+    if hook is not None and hook.series:
+        return render_series
+    return RENDERERS.get(task.name, render_generic)
+
+
+def render_options_of(renderer: Renderer) -> tuple[str, ...]:
+    """The option names ``renderer`` takes."""
+    return VIDEO_OPTIONS if renderer is render_video else tuple(getattr(renderer, "options", ()))
+
+
+def check_render_options(renderer: Renderer, options: dict) -> None:
+    """Raise ValueError for options ``renderer`` does not take, or bad video options."""
+    unknown = sorted(set(options) - set(render_options_of(renderer)))
+    if unknown:
+        raise ValueError(
+            f"render options {unknown} are not used here (this task's replay takes "
+            f"{sorted(render_options_of(renderer))})"
+        )
+    if renderer is render_video:
+        check_video_options(options)
+
+
+def jsonable(x):
+    """``x`` with NumPy arrays and scalars turned into lists and Python numbers."""
     if isinstance(x, np.ndarray):
         return x.tolist()
     if isinstance(x, (np.integer, np.floating)):
         return x.item()
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
     return x
-
-
-def replay(
-    run_dir: str | os.PathLike,
-    out_dir: str | os.PathLike | None = None,
-    elite="best",
-    seed: int = 0,
-    eval_seed: int = 0,
-    render_options: dict | None = None,
-) -> dict:
-    """Re-evaluate one elite of seed ``seed``'s result archive and draw it.
-
-    Args:
-        run_dir: the run folder.
-        out_dir: where to write (default: the run's ``plots/``).
-        elite: ``"best"``, a cell index, or measure values ``(m,)`` (see :func:`select_elite`).
-        seed: which seed's archive.
-        eval_seed: seed of the PRNG key of the re-evaluation (stochastic tasks).
-        render_options: options of the task's renderer (e.g. ``{"fps": 10}`` for a
-            locomotion video, see :func:`render_locomotion`).
-
-    Writes ``replay_seed<seed>_cell<cell>.png`` (or the renderer's files) and
-    ``replay_seed<seed>_cell<cell>.json``: the cell, the stored and re-evaluated objective and
-    measures, and the renderer's extra results.
-
-    Returns:
-        The JSON record as a dict, with ``"files"`` mapping labels (``"figure"``, ``"json"``,
-        ...) to the written paths.
-    """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    config = rundir.read_config(run_dir)
-    archive, state = rundir.load_archive(run_dir, int(seed))
-    cell = select_elite(archive, state, elite)
-    task_name = config.get("task")
-    if not isinstance(task_name, str):
-        raise rundir.NotARunError(f"run {os.fspath(run_dir)!r}: config has no task name")
-    renderer = RENDERERS.get(task_name, render_generic)
-    options = dict(render_options or {})
-    unknown = sorted(set(options) - set(getattr(renderer, "options", ())))
-    if unknown:
-        raise ValueError(
-            f"render_options {unknown} are not used by the renderer of task {task_name!r} "
-            f"(it takes {sorted(getattr(renderer, 'options', ()))})"
-        )
-    if hasattr(renderer, "check_options"):
-        renderer.check_options(options)
-    task = tasks_lib.get(task_name, **(config.get("task_settings") or {}))
-    if task.solution_dim != archive.solution_dim:
-        raise ValueError(
-            f"run {os.fspath(run_dir)!r}: task {task_name!r} rebuilt from the config has "
-            f"solution_dim {task.solution_dim}, but the archive holds {archive.solution_dim}"
-        )
-    solution = np.asarray(state.solutions)[cell]
-    key = jax.random.PRNGKey(int(eval_seed))
-    episode = None
-    if hasattr(renderer, "evaluate"):
-        objective, measures, episode = renderer.evaluate(task, solution, key)
-        objective, measures = float(objective), np.asarray(measures, float)
-    else:
-        objectives, measures = task.evaluate(jnp.asarray(solution)[None], key)
-        objective = float(np.asarray(objectives)[0])
-        measures = np.asarray(measures, float)[0]
-    stored_objective = float(np.asarray(state.objectives)[cell])
-    stored_measures = np.asarray(state.measures, float)[cell]
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / rundir.PLOT_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    ctx = ReplayContext(
-        run_dir=Path(run_dir),
-        out_dir=out,
-        config=config,
-        task=task,
-        archive=archive,
-        state=state,
-        seed=int(seed),
-        cell=cell,
-        solution=np.asarray(solution, float),
-        stored_objective=stored_objective,
-        stored_measures=stored_measures,
-        objective=objective,
-        measures=measures,
-        key=key,
-        names=measure_names(config, archive.measure_dim),
-        stem=f"replay_seed{int(seed)}_cell{cell}",
-        options=options,
-        episode=episode,
-    )
-    files = dict(renderer(ctx))
-    json_path = out / f"{ctx.stem}.json"
-    files["json"] = json_path
-    same_measures = measures.shape == stored_measures.shape and bool(
-        np.allclose(measures, stored_measures, rtol=1e-5, atol=1e-6)
-    )
-    record = {
-        "run": os.fspath(run_dir),
-        "name": config.get("name"),
-        "task": task_name,
-        "task_settings": config.get("task_settings") or {},
-        "algo": config.get("algo"),
-        "seed": int(seed),
-        "elite": _jsonable(elite),
-        "cell": cell,
-        "measure_names": ctx.names,
-        "stored": {"objective": stored_objective, "measures": stored_measures.tolist()},
-        "reevaluated": {
-            "objective": objective,
-            "measures": measures.tolist(),
-            "eval_seed": int(eval_seed),
-        },
-        "matches_stored": bool(
-            math.isclose(objective, stored_objective, rel_tol=1e-5, abs_tol=1e-6) and same_measures
-        ),
-        "render": _jsonable(ctx.info),
-        "files": {k: os.fspath(v) for k, v in files.items()},
-    }
-    json_path.write_text(json.dumps(record, indent=2) + "\n")
-    return {**record, "files": files}
