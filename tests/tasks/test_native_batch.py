@@ -199,6 +199,21 @@ def test_auto_is_native_on_a_cpu_and_settings_are_checked(monkeypatch):
     assert resolve_backend("auto") == "mjx"  # auto falls back to MJX on an old mujoco
 
 
+def test_devices_are_refused_for_the_native_backend(monkeypatch):
+    """A sharded program cannot call the host callback: the runner says so before running."""
+    from cmamae import algorithms, sharding
+    from cmamae.experiment import ConfigError
+    from cmamae.experiment.execution import Execution
+
+    monkeypatch.setattr(sharding, "resolve_devices", lambda devices: ["cpu:0", "cpu:1"])
+    task = tasks.get("hopper", episode_length=5, backend="native")
+    scheduler = algorithms.get("sep-cma-mae", task).scheduler
+    with pytest.raises(ConfigError, match="task.backend=mjx"):
+        Execution(devices=2).validate(task, scheduler)
+    mjx_task = tasks.get("hopper", episode_length=5, backend="mjx")
+    Execution(devices=2).validate(mjx_task, algorithms.get("sep-cma-mae", mjx_task).scheduler)
+
+
 @pytest.mark.parametrize(
     "setting, message",
     [

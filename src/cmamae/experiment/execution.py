@@ -78,7 +78,13 @@ class Execution:
                         f"cluster and workers apply to host-evaluated tasks (QDGym, *-native); "
                         f"task {task.name!r} runs in the compiled loop (use --devices)"
                     )
-                sharding.resolve_devices(self.devices)
+                if len(sharding.resolve_devices(self.devices)) > 1 and _on_host_threads(task):
+                    raise ConfigError(
+                        f"devices shards the compiled loop over JAX devices; task {task.name!r} "
+                        "runs its simulations on this machine's CPU threads (the native "
+                        "backend: set task.threads), which JAX cannot shard; drop --devices or "
+                        "use --set task.backend=mjx"
+                    )
         except ValueError as err:
             raise ConfigError(str(err)) from None
 
@@ -184,6 +190,14 @@ class HostAdvance:
             rows.append(metrics)
         # stacked on the device, then one copy per metric to the host
         return states, jax.tree_util.tree_map(lambda *r: np.asarray(jnp.stack(r, axis=1)), *rows)
+
+
+def _on_host_threads(task) -> bool:
+    """The task evaluates through a host callback on CPU threads (the locomotion tasks'
+    native backend), which a sharded program cannot call."""
+    from cmamae.tasks.locomotion import resolved_settings
+
+    return resolved_settings(task).get("backend") == "native"
 
 
 def _check_host_scheduler(scheduler) -> None:
