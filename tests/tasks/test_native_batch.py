@@ -199,6 +199,14 @@ def test_auto_is_native_on_a_cpu_and_settings_are_checked(monkeypatch):
     assert resolve_backend("auto") == "mjx"  # auto falls back to MJX on an old mujoco
 
 
+def test_run_folders_record_the_resolved_backend():
+    config = RunConfig(task="hopper", task_settings={"episode_length": 5}).build().to_json()
+    assert config["task_settings"] == {"episode_length": 5, "backend": "native"}
+    mjx = RunConfig(task="hopper", task_settings={"backend": "mjx"}).build().to_json()
+    assert mjx["task_settings"] == {"backend": "mjx"}
+    assert "backend" not in RunConfig(task="sphere").build().to_json()["task_settings"]
+
+
 def test_devices_are_refused_for_the_native_backend(monkeypatch):
     """A sharded program cannot call the host callback: the runner says so before running."""
     from cmamae import algorithms, sharding

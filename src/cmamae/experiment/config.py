@@ -17,6 +17,7 @@ from typing import Any
 
 from cmamae import algorithms, tasks
 from cmamae.loop import evaluate_fn
+from cmamae.tasks.locomotion import resolved_settings
 
 DEFAULT_TASK = "arm"
 DEFAULT_ALGO = "sep-cma-mae"
@@ -252,7 +253,9 @@ class ResolvedRun:
         return {
             "name": self.name,
             "task": c.task,
-            "task_settings": c.task_settings,
+            # with what the task resolved (a locomotion task's backend: "auto" depends on the
+            # machine, and a resumed run must keep the backend it started with)
+            "task_settings": {**c.task_settings, **resolved_settings(task)},
             "algo": c.algo,
             "settings": self.algorithm.config,
             "setting_overrides": c.settings,
