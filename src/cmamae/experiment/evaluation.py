@@ -10,11 +10,12 @@ measures with their mean objectives into an empty archive of the same shape (Fla
 2023, "Uncertain Quality-Diversity"). Its stats are the corrected QD score, coverage and best.
 
 Episode ``k`` evaluates every elite with the key ``fold_in(key(seed), k)`` (common random
-numbers: on a task whose start state comes from the key, all elites start alike). JAX tasks
-evaluate the elites of one run seed in compiled batches of ``batch_size`` (default: the run's
-main batch), elite ``j`` at row ``j % batch_size`` of batch ``j // batch_size`` (the last batch
-padded with zeros), so that one episode replays exactly from (key, row, batch size)
-(:mod:`cmamae.provenance`); host tasks evaluate each seed's elites as one batch on the Dask
+numbers: on a task whose start state comes from the key, all elites start alike). The elites of
+all seeds, seed after seed (elite ``g`` of that order), are evaluated in equal compiled batches
+of at most ``batch_size`` (default: the run's main batch), elite ``g`` at row ``g % b`` of batch
+``g // b`` (``b`` = :func:`even_batch`; the last batch padded with zeros), so that one episode
+replays exactly from (key, row, batch size) (:mod:`cmamae.provenance`); host tasks evaluate all
+elites as one batch on the Dask
 evaluator. A run folder's evaluation lives in ``RUN/evaluation/``, saved after every episode:
 an interrupted evaluation continues where it stopped, and asking for more episodes later adds
 to the ones done.
@@ -112,6 +113,15 @@ def _check_count(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def even_batch(elites: int, batch_size: int) -> int:
+    """Rows per compiled batch for ``elites`` elites and batches of at most ``batch_size``:
+    as few batches as that allows, of equal size (the padding is less than one row per
+    batch)."""
+    if elites <= 0:
+        return 1
+    return math.ceil(elites / math.ceil(elites / batch_size))
+
+
 class _Episodes:
     """Runs one episode of every elite of every seed: compiled batches for JAX tasks, the
     Dask evaluator for host tasks."""
@@ -129,7 +139,7 @@ class _Episodes:
             args = self.task.episode_args(key, k)
             f, m = self.evaluator.evaluate(solutions, args)
             return np.asarray(f, np.float64), np.asarray(m, np.float64)
-        b = self.batch_size
+        b = even_batch(k, self.batch_size)
         padded = np.zeros((math.ceil(k / b) * b, solutions.shape[1]), solutions.dtype)
         padded[:k] = solutions
         fs, ms = [], []
@@ -189,17 +199,17 @@ def reevaluate(
             for s in states
         ]
     run = _Episodes(task, scheduler, batch_size, evaluator)
-    for k in range(min(r.episodes for r in done), episodes):
-        key = episode_key(seed, k)
-        for r in done:
-            if r.episodes > k or len(r.cells) == 0:
-                if len(r.cells) == 0 and r.episodes <= k:
-                    r.objectives = np.zeros((k + 1, 0))
-                    r.measures = np.zeros((k + 1, 0, archive.measure_dim))
-                continue
-            f, m = run(key, np.asarray(r.stored.solutions)[r.cells])
-            r.objectives = np.concatenate([r.objectives, f[None]])
-            r.measures = np.concatenate([r.measures, m[None]])
+    first = min(r.episodes for r in done)
+    for r in done:  # every seed at the same count (an interrupted save may leave one ahead)
+        r.objectives, r.measures = r.objectives[:first], r.measures[:first]
+    sizes = np.cumsum([0] + [len(r.cells) for r in done])
+    solutions = np.concatenate([np.asarray(r.stored.solutions)[r.cells] for r in done])
+    for k in range(first, episodes):
+        f, m = run(episode_key(seed, k), solutions)
+        for s, r in enumerate(done):
+            part = slice(sizes[s], sizes[s + 1])
+            r.objectives = np.concatenate([r.objectives, f[None, part]])
+            r.measures = np.concatenate([r.measures, m[None, part].reshape(1, -1, m.shape[-1])])
         for r in done:
             r.corrected = corrected_archive(archive, r.stored, r.cells, *r.mean())
         if on_episode is not None:
@@ -281,15 +291,20 @@ def _save(run_dir, summary: dict, results: list[SeedEvaluation], archive) -> Non
 
 
 def _summary(settings: dict, results: list[SeedEvaluation], archive) -> dict:
-    seeds = []
+    seeds, first_row = [], 0
     for s, r in enumerate(results):
         entry = {"seed": s, "elites": int(len(r.cells)), "episodes": r.episodes}
+        entry["first_row"] = first_row  # of the seed's first elite, in the pooled order
+        first_row += int(len(r.cells))
         entry["stored"] = stats_of(archive, r.stored)
         if r.corrected is not None:
             entry["corrected"] = stats_of(archive, r.corrected)
         seeds.append(entry)
     done = min((r.episodes for r in results), default=0)
-    return {"format": FORMAT, **settings, "episodes_done": done, "seeds": seeds}
+    out = {"format": FORMAT, **settings, "episodes_done": done, "seeds": seeds}
+    if isinstance(settings.get("batch_size"), int):  # rows per compiled batch, as used
+        out["rows_per_batch"] = even_batch(first_row, settings["batch_size"])
+    return out
 
 
 def evaluate_run(
