@@ -17,7 +17,11 @@ docs/algorithms.md) and plain MAP-Elites archives (α = 1, threshold_min = −�
 TD3-based "pga-me" and "cma-mega-td3-es", which need a task with a policy whose rollouts return
 transitions (``Task.policy``, ``Task.evaluate_transitions``: the locomotion tasks).
 
-Every evolution-strategy recipe runs its ψ instances with ``batching="auto"``: ``vmap`` or a
+Every recipe draws its Gaussian noise with ``noise="auto"``: a noise table or
+``jax.random.normal``, whichever :func:`cmamae.es.resolve_noise` measured faster for the
+numbers one draw takes (the resolved value is what :attr:`Algorithm.config` and a run's
+``config.json`` record). Every evolution-strategy recipe runs its ψ instances with
+``batching="auto"``: ``vmap`` or a
 sequential loop chosen from n and the ES by the measured rule of
 :mod:`cmamae.emitters.evolution_strategy` (``vmap`` for the n = 100 benchmark domains, the
 loop for locomotion-sized policies); ``batching="vmap"`` or ``"map"`` overrides it.
@@ -178,7 +182,7 @@ _DOMAIN_DEFAULTS = {
         line_sigma=0.2,
     ),
 }
-_COMMON_DEFAULTS = dict(noise="table", batching="auto")
+_COMMON_DEFAULTS = dict(noise="auto", batching="auto")
 
 
 def names() -> list[str]:
@@ -196,7 +200,7 @@ def defaults(name: str, task) -> dict[str, Any]:
         raise ValueError(f"unknown algorithm {name!r}; expected one of {names()}")
     recipe = _RECIPES[name]
     if recipe["family"] in _FAMILY_DEFAULTS:
-        settings = dict(_FAMILY_DEFAULTS[recipe["family"]][_domain(task)], noise="table")
+        settings = dict(_FAMILY_DEFAULTS[recipe["family"]][_domain(task)], noise="auto")
         settings.update(
             learning_rate=recipe["learning_rate"], threshold_min=recipe["threshold_min"]
         )
@@ -262,6 +266,10 @@ def get(name: str, task, **overrides) -> Algorithm:
         )
     settings.update(overrides)
     recipe = _RECIPES[name]
+    if "noise" in settings:  # "auto" becomes the generator it picks (recorded as such)
+        settings["noise"] = es_lib.resolve_noise(
+            settings["noise"], _samples_per_draw(recipe["family"], settings), task.solution_dim
+        )
     archive = GridArchive(
         solution_dim=task.solution_dim,
         dims=task.archive_dims,
@@ -302,6 +310,15 @@ def get(name: str, task, **overrides) -> Algorithm:
         )
     scheduler = Scheduler(archive=archive, emitters=(emitter,))
     return Algorithm(name=name, settings=tuple(sorted(settings.items())), scheduler=scheduler)
+
+
+def _samples_per_draw(family: str, s: dict[str, Any]) -> int:
+    """Noise vectors one emitter instance draws at a time (what ``noise="auto"`` weighs)."""
+    if family == "es":
+        return s["popsize"]
+    if family in ("gaussian", "iso-line", "pga-me"):
+        return s["batch_size"]
+    return s["es_samples"]
 
 
 def _gradient_emitter(name: str, task, s: dict[str, Any]):

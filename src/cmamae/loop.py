@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from cmamae import sharding
+from cmamae import compile_cache, sharding
 from cmamae.provenance import Layout
 from cmamae.scheduler import Scheduler, SchedulerState
 
@@ -155,6 +155,7 @@ def run(
     (``jax.distributed.initialize()``) every process makes the same call, ``devices="all"``
     spans them all, and the returned ``state`` is made of global arrays.
     """
+    compile_cache.enable()  # compiled programs persist across processes
     scheduler = algo.scheduler
     per_iteration = scheduler.evaluations_per_iteration
     if isinstance(evals, bool) or not isinstance(evals, int) or evals < per_iteration:

@@ -5,6 +5,7 @@ Each strategy is a small frozen object of static settings that hands out
 ``tell(state, solutions, fitness) -> state`` and ``converged(state) -> bool``.
 """
 
+from cmamae.es._common import resolve_noise as resolve_noise
 from cmamae.es.base import EvolutionStrategy as EvolutionStrategy
 from cmamae.es.base import get as get
 from cmamae.es.base import names as names

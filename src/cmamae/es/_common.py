@@ -14,6 +14,10 @@ one of two generators chosen by the strategy's ``noise`` setting:
   share much of a slice; it costs S floats per ES instance and about one memory pass per
   number (at n = 20,000 on the 2-core CPU: ~1 ms for the 4 M numbers of ψ = 5, λ = 40, against
   ~45-95 ms for ``jax.random.normal``; REFERENCE.md).
+
+The setting ``"auto"`` (every strategy's default) picks one of the two from the numbers one
+ask draws (:func:`resolve_noise`): "normal" for small problems, where it is as fast and the
+table would only add memory and host-side copies, "table" from there on.
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 NOISE_KINDS = ("normal", "table")
+#: ``noise`` settings: a generator, or "auto" (:func:`resolve_noise`)
+NOISE_SETTINGS = ("auto", *NOISE_KINDS)
+# "auto" takes "table" from this many standard-normal numbers per ask (λ n) on: see
+# resolve_noise for the measurements.
+AUTO_TABLE_FROM = 4096
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -44,10 +53,39 @@ def check_positive(name: str, value) -> float:
     return v
 
 
-def check_noise(noise: str) -> str:
-    if noise not in NOISE_KINDS:
-        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+def check_noise(noise: str, allow_auto: bool = False) -> str:
+    kinds = NOISE_SETTINGS if allow_auto else NOISE_KINDS
+    if noise not in kinds:
+        raise ValueError(f"noise must be one of {kinds}, got {noise!r}")
     return noise
+
+
+def resolve_noise(noise: str, samples: int, n: int) -> str:
+    """The generator for ``noise`` (a :data:`NOISE_SETTINGS` value) when each ask draws
+    ``samples`` vectors of dimension ``n``: ``noise`` itself, or for "auto" "table" when
+    ``samples · n >= AUTO_TABLE_FROM`` and "normal" below.
+
+    Measured on the 2-core CPU (jax 0.10; load 3-6 from other jobs, so ±30 %; median ms per
+    iteration, table / normal; 100 × 100 grid archive, ψ = 5):
+
+    * compiled loop (``compiled_run``): CMA-ES λ = 20, n = 32 (640 numbers per ask)
+      0.74 / 0.95; sep-CMA-ES λ = 40: n = 32 (1,280) 0.62 / 0.64, n = 100 (4,000)
+      0.47 / 0.57, n = 1,000 1.04 / 3.58, n = 3,000 1.50 / 6.2, n = 10^4 3.6 / 20.7. The
+      table never loses there.
+    * host-side ask/tell (:class:`cmamae.AskTell`, benchmarks/asktell_speed.py; its ``ask``
+      does not donate the state, so every ask copies the ψ tables of 4 MiB each, ~2-3 ms):
+      CMA-ES 5 × 20, n = 32: 3.7 / 2.1 (pyribs 4.1); sep-CMA-ES 5 × 40: n = 32 9.1 / 3.2,
+      n = 100 12.2 / 3.7, n = 300 34 / 9.9 (pyribs 9.3, 14.2, 30). With that ask donating the
+      state, the copy goes: n = 32 3.1 / 2.8, n = 300 3.7 / 11.1.
+
+    So below a few thousand numbers per ask ``jax.random.normal`` costs next to nothing in
+    either loop while the table adds its 4 MiB per instance (memory, and the host-side
+    copies); from there on the table wins the compiled loop, by 3.5x at n = 1,000.
+    """
+    check_noise(noise, allow_auto=True)
+    if noise != "auto":
+        return noise
+    return "table" if samples * n >= AUTO_TABLE_FROM else "normal"
 
 
 def check_x0(x0) -> jax.Array:

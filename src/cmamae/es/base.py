@@ -23,13 +23,15 @@ class EvolutionStrategy(abc.ABC):
     Attributes:
         popsize: λ, solutions per ``ask``; at least 2.
         sigma0: σ₀ > 0, the initial step size (also the value a restart resets to).
-        noise: "table" (fast, the default) or "normal" (``jax.random.normal``); see
-            :mod:`cmamae.es._common`. The setting changes the random stream, not the algorithm.
+        noise: "auto" (the default: whichever of the two is faster for λ and n, by the rule of
+            :func:`cmamae.es._common.resolve_noise`), "table" (a noise table) or "normal"
+            (``jax.random.normal``); see :mod:`cmamae.es._common`. The setting changes the
+            random stream, not the algorithm.
     """
 
     popsize: int = 40
     sigma0: float = 0.02
-    noise: str = "table"
+    noise: str = "auto"
 
     name: ClassVar[str] = ""
 
@@ -41,7 +43,11 @@ class EvolutionStrategy(abc.ABC):
     def __post_init__(self):
         _common.check_popsize(self.popsize)
         _common.check_positive("sigma0", self.sigma0)
-        _common.check_noise(self.noise)
+        _common.check_noise(self.noise, allow_auto=True)
+
+    def resolved_noise(self, n: int) -> str:
+        """The generator ("table" or "normal") used for solutions of dimension ``n``."""
+        return _common.resolve_noise(self.noise, self.popsize, n)
 
     @abc.abstractmethod
     def init(self, key: jax.Array, x0: jax.Array) -> Any:

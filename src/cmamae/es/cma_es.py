@@ -183,7 +183,7 @@ class CMAES(EvolutionStrategy):
         popsize: λ; the tutorial's default is ``4 + ⌊3 ln n⌋`` (the library default, 40, is the
             CMA-MAE paper's setting).
         sigma0: initial step size σ₀.
-        noise: "table" or "normal", see :mod:`cmamae.es._common`.
+        noise: "auto", "table" or "normal", see :mod:`cmamae.es._common`.
     """
 
     name: ClassVar[str] = "cma-es"
@@ -209,7 +209,7 @@ class CMAES(EvolutionStrategy):
             generation=jnp.zeros((), jnp.int32),
             eigen_generation=jnp.zeros((), jnp.int32),
             fitness_range=jnp.asarray(jnp.inf, dtype),
-            noise=_common.init_noise(key, self.noise, n, dtype),
+            noise=_common.init_noise(key, self.resolved_noise(n), n, dtype),
         )
 
     def ask(self, key: jax.Array, state: CMAESState) -> tuple[jax.Array, CMAESState]:

@@ -96,7 +96,7 @@ class LMMAES(EvolutionStrategy):
     Attributes:
         popsize: λ; must be smaller than the solution dimension n.
         sigma0: σ₀.
-        noise: "table" or "normal" (see :mod:`cmamae.es._common`).
+        noise: "auto", "table" or "normal" (see :mod:`cmamae.es._common`).
         k: number of direction vectors (the paper's m); None means 4 + ⌊3 ln n⌋.
     """
 
@@ -205,7 +205,7 @@ class LMMAES(EvolutionStrategy):
             p_sigma=jnp.zeros((n,), dtype),
             vectors=jnp.zeros((k, n), dtype),
             t=jnp.asarray(0, jnp.int32),
-            noise=_common.init_noise(key, self.noise, n, dtype),
+            noise=_common.init_noise(key, self.resolved_noise(n), n, dtype),
             fitness_range=jnp.asarray(jnp.inf, dtype),
         )
 

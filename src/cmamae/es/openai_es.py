@@ -77,7 +77,7 @@ class OpenAIES(EvolutionStrategy):
     Attributes:
         popsize: λ, even (mirrored pairs).
         sigma0: σ, fixed for the whole run.
-        noise: "table" or "normal" (see :mod:`cmamae.es._common`).
+        noise: "auto", "table" or "normal" (see :mod:`cmamae.es._common`).
         learning_rate: Adam's step size (0.01 in the CMA-MAE scaling paper).
         l2_coeff: L2 coefficient added to the descent gradient (0.005 in the paper); 0 disables.
         beta1, beta2, epsilon: Adam's moment decay rates and ε (Kingma & Ba defaults).
@@ -123,7 +123,7 @@ class OpenAIES(EvolutionStrategy):
             mean=x0,
             sigma=jnp.asarray(self.sigma0, dtype),
             opt_state=self.optimizer().init(x0),
-            noise=_common.init_noise(key, self.noise, n, dtype),
+            noise=_common.init_noise(key, self.resolved_noise(n), n, dtype),
             last_update_ratio=jnp.asarray(jnp.inf, dtype),
             fitness_range=jnp.asarray(jnp.inf, dtype),
         )

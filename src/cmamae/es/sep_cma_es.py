@@ -123,7 +123,7 @@ class SepCMAES(EvolutionStrategy):
     Attributes:
         popsize: λ (CMA-MAE paper: 40; the tutorial's default is ``4 + ⌊3 ln n⌋``).
         sigma0: initial step size σ₀.
-        noise: "table" or "normal", see :mod:`cmamae.es._common`.
+        noise: "auto", "table" or "normal", see :mod:`cmamae.es._common`.
     """
 
     name: ClassVar[str] = "sep-cma-es"
@@ -145,7 +145,7 @@ class SepCMAES(EvolutionStrategy):
             ps=zeros,
             generation=jnp.zeros((), jnp.int32),
             fitness_range=jnp.asarray(jnp.inf, dtype),
-            noise=_common.init_noise(key, self.noise, n, dtype),
+            noise=_common.init_noise(key, self.resolved_noise(n), n, dtype),
         )
 
     def ask(self, key: jax.Array, state: SepCMAESState) -> tuple[jax.Array, SepCMAESState]:

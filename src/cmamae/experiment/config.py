@@ -79,7 +79,10 @@ def read_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"config file {os.fspath(path)!r} does not exist")
     text = path.read_text()
     if path.suffix == ".toml":
-        import tomllib
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
+            import tomli as tomllib
 
         try:
             data = tomllib.loads(text)
@@ -166,9 +169,12 @@ class RunConfig:
         except (ValueError, TypeError) as err:
             raise ConfigError(f"task settings: {err}") from None
         if task.measure_dim == 0:
+            # The other names, not built: building every task would load each MJX model and
+            # fail on tasks whose optional dependencies are missing.
+            others = [n for n in tasks.names() if n != self.task]
             raise ConfigError(
-                f"task {self.task!r} has no measures, so it has no archive to fill; QD tasks: "
-                f"{[n for n in tasks.names() if tasks.get(n).measure_dim > 0]}"
+                f"task {self.task!r} has no measures, so it has no archive to fill; pick "
+                f"another task: {others}"
             )
         try:
             algo = algorithms.get(self.algo, task, **self.settings)
@@ -212,6 +218,7 @@ class RunConfig:
             task=task,
             algorithm=algo,
             evals=iterations * batch,
+            evals_requested=evals,
             seeds=seeds,
             iterations=iterations,
             checkpoint_every=checkpoint_every,
@@ -234,12 +241,28 @@ class ResolvedRun:
     task: Any
     algorithm: Any
     evals: int
+    evals_requested: int
     seeds: int
     iterations: int
     checkpoint_every: int
     log_every: int
     chunk: int
     name: str
+
+    @property
+    def batch_size(self) -> int:
+        """Evaluations per iteration of one seed."""
+        return self.algorithm.scheduler.evaluations_per_iteration
+
+    def rounding_note(self) -> str | None:
+        """One line saying that the budget asked for was cut to whole iterations, or None."""
+        if self.evals_requested == self.evals:
+            return None
+        return (
+            f"evals {self.evals_requested:,} is not a whole number of iterations of "
+            f"{self.batch_size:,} evaluations: running {self.iterations:,} iterations = "
+            f"{self.evals:,} evaluations per seed"
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The ``config.json`` content: the inputs, the resolved values, the task's metadata."""
@@ -261,10 +284,11 @@ class ResolvedRun:
             "setting_overrides": c.settings,
             "preset": c.preset,
             "evals": self.evals,
+            "evals_requested": self.evals_requested,
             "seeds": self.seeds,
             "seed": c.seed,
             "iterations": self.iterations,
-            "batch_size": self.algorithm.scheduler.evaluations_per_iteration,
+            "batch_size": self.batch_size,
             "checkpoint_every": self.checkpoint_every,
             "log_every": self.log_every,
             "chunk": self.chunk,
@@ -286,7 +310,14 @@ class ResolvedRun:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ResolvedRun:
-        """Rebuild from a ``config.json`` (for ``--resume``): same inputs, same resolution."""
+        """Rebuild from a ``config.json`` (for ``--resume``): same inputs, same resolution.
+
+        The noise generator is the recorded one (not "auto" resolved anew): runs written when
+        every recipe used a noise table resume with their tables."""
+        overrides = dict(data.get("setting_overrides", {}))
+        recorded = data.get("settings", {})
+        if recorded.get("noise") in ("table", "normal"):
+            overrides["noise"] = recorded["noise"]
         config = RunConfig(
             task=data["task"],
             algo=data["algo"],
@@ -294,7 +325,7 @@ class ResolvedRun:
             seeds=data["seeds"],
             seed=data["seed"],
             preset=data.get("preset"),
-            settings=data.get("setting_overrides", {}),
+            settings=overrides,
             task_settings=data.get("task_settings", {}),
             checkpoint_every=data["checkpoint_every"],
             log_every=data["log_every"],

@@ -1,6 +1,9 @@
 """What the user sees while a run goes: a live rich progress bar, or plain log lines.
 
 Both take :meth:`update` calls with the seed-averaged latest stats after each compiled chunk.
+:func:`make` picks one: the bar on a terminal; one whole line per chunk when the stream is not a
+terminal (a log file, a pipe, CI: a bar there is cut at 80 columns and redrawn in pieces); one
+line per 10 s with ``quiet``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,19 @@ class LogProgress:
             f"coverage {stats['coverage']:.2%}  best {_fmt(stats['obj_max'])}  "
             f"evals/s {evals_per_s:,.0f}"
         )
+
+
+def make(total_evals: int, quiet: bool = False, stream=None) -> LogProgress:
+    """The progress display for a run of ``total_evals`` evaluations per seed on ``stream``
+    (default: stderr): a :class:`LogProgress` line at most every 10 s with ``quiet``, one per
+    update (chunk) when ``stream`` is not a terminal, else a :class:`BarProgress`."""
+    stream = stream or sys.stderr
+    if quiet:
+        return LogProgress(total_evals, stream)
+    isatty = getattr(stream, "isatty", None)
+    if not (isatty is not None and isatty()):
+        return LogProgress(total_evals, stream, every_s=0.0)
+    return BarProgress(total_evals, stream)
 
 
 class BarProgress(LogProgress):

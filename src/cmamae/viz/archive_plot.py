@@ -152,8 +152,17 @@ def draw_archive_panel(
     return norm
 
 
+def _interval(edges, i: int) -> str:
+    return f"[{edges[i]:.3g}, {edges[i + 1]:.3g})"
+
+
 def _draw_slices(fig, archive, values, names, norm):
-    """3-D/4-D grid: a grid of 2-D slices over the last two measures."""
+    """3-D/4-D grid: a grid of 2-D slices over the last two measures.
+
+    Text never overlaps at the default size: each panel's title (and each row's label, 4-D) is
+    only the interval of its outer measure(s), whose names head the grid once; the inner axes
+    carry two ticks (at a quarter and three quarters of the range) on the outer panels, and
+    their names are one line under the grid."""
     dims = archive.dims
     b = archive.boundaries
     grid = values.reshape(dims)
@@ -173,23 +182,39 @@ def _draw_slices(fig, archive, values, names, norm):
             f"{MAX_SLICES} (the outer dimensions' cells)"
         )
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
-    span = lambda k, i: f"{names[k]} ∈ [{b[k][i]:.3g}, {b[k][i + 1]:.3g})"
+    ticks = [[e[0] + f * (e[-1] - e[0]) for f in (0.25, 0.75)] for e in (b[-2], b[-1])]
     for idx, (r, c) in zip(outer, place):
         ax = axes[r, c]
         _image(ax, grid[idx], b[-2], b[-1], names[-2:], norm, labels=False)
-        ax.tick_params(labelsize=6)
+        ax.set_xticks(ticks[0], [f"{t:.3g}" for t in ticks[0]])
+        ax.set_yticks(ticks[1], [f"{t:.3g}" for t in ticks[1]])
+        ax.tick_params(labelsize=6, length=2, pad=1)
         if len(dims) == 3:
-            ax.set_title(span(0, idx[0]), fontsize=7)
+            ax.set_title(_interval(b[0], idx[0]), fontsize=7, pad=2)
     for k in range(len(outer), nrows * ncols):
         axes[k // ncols, k % ncols].set_visible(False)
-    for ax in axes[-1, :]:
-        ax.set_xlabel(names[-2], fontsize=7)
-    for r, ax in enumerate(axes[:, 0]):
-        row = f"{span(0, r)}\n" if len(dims) == 4 else ""
-        ax.set_ylabel(row + names[-1], fontsize=7)
+    boxes = [a.get_position() for a in axes.ravel()]
+    top, bottom = max(p.y1 for p in boxes), min(p.y0 for p in boxes)
+    center = 0.5 * (min(p.x0 for p in boxes) + max(p.x1 for p in boxes))
+    header = top + 0.3 / fig.get_figheight()  # 0.3 in above the panels, over their titles
     if len(dims) == 4:
         for c, ax in enumerate(axes[0, :]):
-            ax.set_title(span(1, c), fontsize=7)
+            ax.set_title(_interval(b[1], c), fontsize=7, pad=2)
+        for r, ax in enumerate(axes[:, 0]):
+            ax.set_ylabel(_interval(b[0], r), fontsize=7, labelpad=2)
+        fig.text(center, header, f"columns: {names[1]}", ha="center", fontsize=9)
+        fig.text(
+            0.015, 0.5 * (top + bottom), f"rows: {names[0]}", rotation=90, va="center", fontsize=9
+        )
+    else:
+        fig.text(center, header, f"panels: {names[0]}", ha="center", fontsize=9)
+    fig.text(
+        center,
+        0.1 / fig.get_figheight(),
+        f"within each panel: {names[-2]} horizontal, {names[-1]} vertical",
+        ha="center",
+        fontsize=9,
+    )
     return axes
 
 
@@ -203,10 +228,17 @@ def heatmap_figure(archive, state, names, title: str = ""):
         side = math.ceil(math.sqrt(outer))
         size = min(max(6.0, 1.6 * side), 24.0)
         # Many axes: a fixed layout (constrained layout costs seconds at 100 subplots).
-        fig = new_figure(size + 1.0, size, layout=None)
-        fig.subplots_adjust(left=0.09, right=0.86, bottom=0.06, top=0.9, wspace=0.1, hspace=0.2)
+        width, height = size + 1.0, size
+        fig = new_figure(width, height, layout=None)
+        # Margins in inches: two title lines and the outer measure's name above (1.0 in), the
+        # inner measures' line below, the colour bar with its ticks and label on the right.
+        top = 1 - (1.0 if title else 0.55) / height
+        right = 1 - 1.2 / width
+        fig.subplots_adjust(
+            left=0.9 / width, right=right, bottom=0.55 / height, top=top, wspace=0.12, hspace=0.22
+        )
         _draw_slices(fig, archive, values, names, norm)
-        cax = fig.add_axes((0.89, 0.15, 0.02, 0.7))
+        cax = fig.add_axes((right + 0.2 / width, 0.15, 0.15 / width, 0.7))
         fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), cax=cax, label="objective")
     else:
         fig = new_figure(7.0, 2.4 if (_is_grid(archive) and m == 1) else 5.6)
@@ -214,7 +246,10 @@ def heatmap_figure(archive, state, names, title: str = ""):
         draw_archive_panel(ax, archive, state, names, norm)
         fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=ax, label="objective")
     if title:
-        fig.suptitle(title, fontsize="medium")
+        # The slice grid's fixed layout: the title's top 0.08 in below the figure's edge, clear
+        # of the outer measure's name whatever the figure's size.
+        top = {} if fig.get_layout_engine() else dict(y=1 - 0.08 / fig.get_figheight(), va="top")
+        fig.suptitle(title, fontsize="medium", **top)
     return fig
 
 

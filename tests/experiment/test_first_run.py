@@ -1,0 +1,441 @@
+"""First-run experience (issue 16): lean checkpoints and archive files, the compilation cache,
+noise="auto", and the rough edges (MUJOCO_GL, missing extras, file modes, non-TTY progress,
+report folder, budget rounding, run --help, 4-D heatmap text, a full disk)."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from cmamae import _mujoco_gl, algorithms, compile_cache, rowsparse, rundir, tasks
+from cmamae.cli import main
+from cmamae.es import _common
+from cmamae.experiment import checkpoint, progress
+from cmamae.experiment.config import ResolvedRun, RunConfig
+
+# 10-D sphere, 10 x 10 grid, 3 emitters x 8 (batch 24), noise tables (so that checkpoints have
+# tables to leave out), 30 iterations, a checkpoint every 10, every iteration logged.
+BATCH, ITERATIONS = 24, 30
+SMALL = [
+    "--task", "sphere", "--set", "task.solution_dim=10", "--set", "task.archive_dims=(10, 10)",
+    "--set", "num_emitters=3", "--set", "popsize=8", "--set", "noise='table'", "--seeds", "2",
+    "--evals", str(ITERATIONS * BATCH), "--checkpoint-every", "10", "--log-every", "1",
+    "--quiet", "--no-plots",
+]  # fmt: skip
+TABLE_BYTES = 2 * 3 * _common.noise_table_size(10) * 4  # seeds x emitters x table, float32
+
+
+def _run_folder(args, root: Path, name: str) -> Path:
+    assert main(["run", *args, "--out", str(root), "--name", name]) == 0
+    return root / name
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    cols = [c for c in rundir.METRIC_COLUMNS if c != "evals_per_s"]  # timing differs
+    ma, mb = rundir.read_metrics(a), rundir.read_metrics(b)
+    assert len(ma) == 2 * ITERATIONS
+    pd.testing.assert_frame_equal(ma[cols], mb[cols], check_exact=True)
+    for s in range(2):
+        x, y = rundir.load_archive(a, s)[1], rundir.load_archive(b, s)[1]
+        for leaf_x, leaf_y in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(y)):
+            assert np.asarray(leaf_x).tobytes() == np.asarray(leaf_y).tobytes()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted small run."""
+    return _run_folder(SMALL, tmp_path_factory.mktemp("ref"), "reference")
+
+
+# --------------------------------------------------------------------------- lean checkpoints
+def _table_state(key):
+    return {
+        "table": jax.random.normal(key, (2, 1 << 17)),  # 1 MiB, like a noise table
+        "mean": jnp.arange(6.0),
+        "key": jax.random.split(key, 2),
+    }
+
+
+def test_initial_leaves_are_left_out_and_rebuilt_bitwise(tmp_path):
+    initial = _table_state(jax.random.key(0))
+    state = dict(initial, mean=initial["mean"] + 1)
+    leaves = checkpoint.InitialLeaves(initial)
+    path = checkpoint.save(tmp_path, 5, state, initial=leaves)
+    assert path.stat().st_size < 10_000  # the 1 MiB table is not in the file
+    with np.load(path) as data:
+        specs = json.loads(str(data["header"]))["leaves"]
+    assert sum("initial" in s for s in specs) == 1
+    template = jax.eval_shape(lambda: state)
+    it, restored = checkpoint.load(path, template, initial=lambda: _table_state(jax.random.key(0)))
+    assert it == 5
+    for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state)):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    with pytest.raises(checkpoint.CheckpointError, match="initial state"):
+        checkpoint.load(path, template)
+    with pytest.raises(checkpoint.CheckpointError, match="differs"):
+        checkpoint.load(path, template, initial=_table_state(jax.random.key(1)))
+
+
+def test_at_most_keep_checkpoints_exist_at_any_time(tmp_path, monkeypatch):
+    seen = []
+    write = checkpoint.atomic_write
+
+    def counting(path, fn):
+        seen.append(len(checkpoint.list_checkpoints(tmp_path)))
+        write(path, fn)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", counting)
+    for it in range(1, 7):
+        checkpoint.save(tmp_path, it, {"x": jnp.full(3, it)}, keep=3)
+    assert seen == [0, 1, 2, 2, 2, 2]  # before each write: at most keep - 1 files
+    assert [i for i, _ in checkpoint.list_checkpoints(tmp_path)] == [4, 5, 6]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = checkpoint.save(tmp_path, 1, {"x": jnp.zeros(3)})
+        checkpoint.atomic_write(tmp_path / "a.txt", lambda f: f.write(b"x"))
+    finally:
+        os.umask(old)
+    for p in (path, tmp_path / "a.txt"):
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_rowsparse_round_trip_and_damage():
+    a = np.zeros((50, 40), np.float32)
+    a[[3, 17], :] = np.random.default_rng(0).normal(size=(2, 40))
+    a[20, 5] = -0.0
+    dense = np.arange(12.0).reshape(3, 4)
+    packed = rowsparse.pack({"sol": a, "small": dense, "flat": np.zeros(4000)}, min_bytes=0)
+    assert packed["sol"].shape == (3, 40) and "small__rows" not in packed
+    restored = rowsparse.unpack(packed)
+    assert set(restored) == {"sol", "small", "flat"}
+    assert restored["sol"].tobytes() == a.tobytes()
+    np.testing.assert_array_equal(restored["small"], dense)
+    packed["sol__rows"] = np.packbits(np.ones(50, bool))
+    with pytest.raises(ValueError, match="'sol' is damaged"):
+        rowsparse.unpack(packed)
+    with pytest.raises(ValueError, match="reserved"):
+        rowsparse.pack({"x__rows": a})
+
+
+def test_lean_checkpoints_of_a_run(reference):
+    ckpts = checkpoint.list_checkpoints(reference / rundir.CHECKPOINT_DIR)
+    assert [i for i, _ in ckpts] == [20, 30]
+    for _, path in ckpts:
+        with np.load(path) as data:
+            specs = json.loads(str(data["header"]))["leaves"]
+        # the noise tables of both seeds' emitters: one leaf, recorded by hash only
+        assert [s["shape"] for s in specs if "initial" in s] == [
+            [2, 3, _common.noise_table_size(10)]
+        ]
+        assert path.stat().st_size < TABLE_BYTES / 20
+
+
+def _rewrite_as_format_1(path: Path, initial, monkeypatch) -> None:
+    """Rewrite checkpoint ``path`` as the first format wrote it: every leaf dense."""
+    template = jax.eval_shape(lambda: initial)
+    iteration, state = checkpoint.load(path, template, initial=initial)
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "_FORMAT", 1)
+        m.setattr(checkpoint.rowsparse, "nonzero_rows", lambda a, min_bytes: None)
+        assert checkpoint.save(path.parent, iteration, state, keep=5) == path
+
+
+def _initial_of(run: Path):
+    from cmamae.loop import init_states, seed_keys
+
+    resolved = ResolvedRun.from_json(rundir.read_config(run))
+    init_keys, _ = seed_keys(jax.random.key(resolved.config.seed), resolved.seeds)
+    return init_states(resolved.algorithm.scheduler, resolved.task, init_keys)
+
+
+def test_old_format_checkpoint_resumes_bitwise(reference, tmp_path, monkeypatch):
+    run = tmp_path / "old"
+    shutil.copytree(reference, run)
+    ckpt_dir = run / rundir.CHECKPOINT_DIR
+    (_, first), (_, last) = checkpoint.list_checkpoints(ckpt_dir)
+    last.unlink()
+    _rewrite_as_format_1(first, _initial_of(run), monkeypatch)
+    with np.load(first) as data:
+        assert json.loads(str(data["header"]))["format"] == 1
+        assert first.stat().st_size > TABLE_BYTES  # the tables are in it
+    assert main(["run", "--resume", str(run), "--quiet", "--no-plots"]) == 0
+    _assert_same_run(reference, run)
+
+
+class _FullDisk:
+    """A file that takes ``room`` bytes, then raises ENOSPC."""
+
+    def __init__(self, real, room: int):
+        self.real, self.room = real, room
+
+    def write(self, data):
+        if self.room < len(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.real.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.real.close()
+
+
+def test_full_disk_mid_checkpoint_leaves_a_resumable_run(reference, tmp_path, monkeypatch, capsys):
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, mode="r", *a, **kw):
+        f = real_fdopen(fd, mode, *a, **kw)
+        name = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else ""
+        return _FullDisk(f, room=2000) if "ckpt-000000020" in name else f
+
+    monkeypatch.setattr(checkpoint.os, "fdopen", fdopen)
+    capsys.readouterr()
+    assert main(["run", *SMALL, "--out", str(tmp_path), "--name", "full"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    run = tmp_path / "full"
+    ckpt_dir = run / rundir.CHECKPOINT_DIR
+    errors = [line for line in err if "error" in line.lower()]  # the rest: progress lines
+    assert len(errors) == 1 and errors[0] == err[-1], err
+    assert "no space left" in err[-1] and "ckpt-000000020.npz" in err[-1], err
+    assert "Errno" not in err[-1]
+    assert f"cmamae run --resume {run}" in err[-1]
+    assert [i for i, _ in checkpoint.list_checkpoints(ckpt_dir)] == [10]
+    assert not [p for p in ckpt_dir.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()  # space is free again
+    assert main(["run", "--resume", str(run), "--quiet", "--no-plots"]) == 0
+    _assert_same_run(reference, run)
+
+
+# --------------------------------------------------------------------------- compile cache
+_COUNT_HITS = """
+import sys, jax
+hits = []
+jax.monitoring.register_event_listener(
+    lambda name, **kw: hits.append(name) if name.endswith("/cache_hits") else None)
+from cmamae.cli import main
+code = main(sys.argv[1:])
+print("HITS", len(hits))
+sys.exit(code)
+"""
+
+
+def test_second_run_hits_the_compile_cache(tmp_path):
+    cache = tmp_path / "cache"
+    env = dict(os.environ, CMAMAE_COMPILE_CACHE=str(cache), JAX_COMPILATION_CACHE_DIR="")
+    env.pop("JAX_COMPILATION_CACHE_DIR")
+    args = [*SMALL, "--evals", str(10 * BATCH), "--out", str(tmp_path), "--force"]
+
+    def run(*extra):
+        out = subprocess.run(
+            [sys.executable, "-c", _COUNT_HITS, "run", *args, *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout.split("HITS")[-1])
+
+    assert run("--no-compile-cache") == 0
+    assert not cache.exists()
+    assert run() == 0  # first use: compiles and fills the cache
+    entries = set(os.listdir(cache))
+    assert entries and cache.stat().st_mode & 0o777 == 0o700
+    assert any(e.startswith("jit_run_chunk") for e in entries), entries
+    hits = run()
+    assert hits >= 2  # at least the state init and the chunk
+    assert set(os.listdir(cache)) == entries  # nothing compiled anew
+
+
+def test_compile_cache_folder_rules(tmp_path, monkeypatch):
+    monkeypatch.setenv("CMAMAE_COMPILE_CACHE", "off")
+    assert compile_cache.default_dir() is None
+    monkeypatch.setenv("CMAMAE_COMPILE_CACHE", str(tmp_path / "c"))
+    assert compile_cache.default_dir() == tmp_path / "c"
+    monkeypatch.delenv("CMAMAE_COMPILE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compile_cache.default_dir() == tmp_path / "xdg" / "cmamae" / "jax"
+
+
+# --------------------------------------------------------------------------- noise="auto"
+def test_noise_auto_rule_and_what_a_run_records(tmp_path):
+    assert _common.resolve_noise("auto", 20, 32) == "normal"
+    assert _common.resolve_noise("auto", 40, 1000) == "table"
+    assert _common.resolve_noise("table", 20, 32) == "table"
+    with pytest.raises(ValueError, match="noise"):
+        _common.resolve_noise("fast", 20, 32)
+    arm = tasks.get("arm")
+    assert algorithms.defaults("sep-cma-mae", arm)["noise"] == "auto"
+    assert algorithms.get("sep-cma-mae", arm).config["noise"] == "normal"  # 36 x 100 numbers
+    big = tasks.get("arm", solution_dim=1000)
+    assert algorithms.get("sep-cma-mae", big).config["noise"] == "table"
+    state = algorithms.get("sep-cma-mae", arm).scheduler.init(jax.random.key(0), jnp.zeros(100))
+    assert state.emitters[0].es.noise.shape == (15, 0)  # no tables
+    # config.json records the resolved generator, and a resume keeps the recorded one (runs
+    # from before "auto" used tables)
+    data = RunConfig(task="arm", evals=3600).build().to_json()
+    assert data["settings"]["noise"] == "normal"
+    data["settings"]["noise"] = "table"
+    assert ResolvedRun.from_json(data).algorithm.config["noise"] == "table"
+
+
+# --------------------------------------------------------------------------- rough edges
+def _cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "cmamae", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, **(env or {})),
+    )
+
+
+def test_unusable_mujoco_gl_is_one_line_and_status_2(tmp_path):
+    out = _cli("run", "--task", "sphere", "--out", str(tmp_path), env={"MUJOCO_GL": "bogus"})
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MUJOCO_GL=bogus" in lines[0], out.stderr
+
+
+def test_missing_gl_library_names_the_package(monkeypatch):
+    monkeypatch.setattr(_mujoco_gl.ctypes.util, "find_library", lambda name: None)
+    for backend, package in (("osmesa", "libosmesa6"), ("egl", "libegl1")):
+        reason = _mujoco_gl.problem(backend, system="Linux")
+        assert backend in reason and package in reason and "\n" not in reason
+    assert _mujoco_gl.problem("disable", system="Linux") is None
+    monkeypatch.setattr(_mujoco_gl.ctypes.util, "find_library", lambda name: "lib" + name)
+    assert _mujoco_gl.problem("osmesa", system="Linux") is None
+    assert "not an OpenGL backend" in _mujoco_gl.problem("vulkan", system="Linux")
+
+
+def test_task_without_measures_lists_names_without_building_tasks(monkeypatch, capsys):
+    built = []
+    get = tasks.get
+
+    def recording(name, **kw):
+        built.append(name)
+        return get(name, **kw)
+
+    monkeypatch.setattr(tasks, "get", recording)
+    assert main(["run", "--task", "pendulum"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pendulum" in err[0] and "'qd-ant'" in err[0], err
+    assert set(built) == {"pendulum", "arm"}  # arm: the default algorithm's settings in --help
+
+
+def test_python_310_reads_toml_through_tomli(tmp_path, monkeypatch):
+    from cmamae.experiment import config
+
+    text = Path(__file__).parents[2].joinpath("pyproject.toml").read_text()
+    assert 'tomli>=1.1; python_version < "3.11"' in text
+    (tmp_path / "run.toml").write_text('task = "sphere"\nseeds = 3\n')
+    assert config.read_file(tmp_path / "run.toml") == {"task": "sphere", "seeds": 3}
+    import tomllib
+
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on Python 3.10
+    monkeypatch.setitem(sys.modules, "tomli", tomllib)  # the package tomllib came from
+    assert config.read_file(tmp_path / "run.toml") == {"task": "sphere", "seeds": 3}
+
+
+def test_progress_without_a_terminal_is_whole_lines():
+    stream = io.StringIO()
+    shown = progress.make(1000, stream=stream)
+    assert type(shown) is progress.LogProgress
+    stats = dict(qd_score=12345.678, coverage=0.5, obj_max=99.5)
+    with shown:
+        for evals in range(100, 1001, 100):
+            shown.update(evals, stats, 123456.0)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 10  # one per chunk
+    assert all(line.startswith("evals ") and line.endswith("evals/s 123,456") for line in lines)
+    assert max(map(len, lines)) > 80  # not cut at 80 columns
+
+
+def test_report_goes_beside_the_runs_and_needs_force(reference, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    shutil.copytree(reference, runs / "a")
+    assert main(["report", str(runs)]) == 0
+    assert (runs / "report" / "report.md").is_file()
+    capsys.readouterr()
+    assert main(["report", str(runs / "a")]) == 2  # the same place: runs/report
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--force" in err[0]
+    before = (runs / "report" / "report.md").stat().st_mtime_ns
+    assert main(["report", str(runs), "--force"]) == 0
+    assert (runs / "report" / "report.md").stat().st_mtime_ns >= before
+    assert main(["report", str(runs), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "qd_curves.png").is_file()
+
+
+def test_evals_rounding_is_said_first_and_recorded(tmp_path, capsys):
+    args = [*SMALL, "--evals", str(3 * BATCH + 5), "--out", str(tmp_path)]
+    assert main(["run", *args]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert "77 is not a whole number of iterations of 24" in err[0]
+    assert "3 iterations = 72 evaluations" in err[0]
+    config = json.loads((tmp_path / "sphere-sep-cma-mae" / rundir.CONFIG).read_text())
+    assert (config["evals_requested"], config["evals"]) == (3 * BATCH + 5, 3 * BATCH)
+
+
+def test_run_help_lists_names_and_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for name in [*tasks.names(), *algorithms.names(), "paper", "smoke", "--no-compile-cache"]:
+        assert name in text, name
+    for default in ("default: arm", "default: sep-cma-mae", "2,000", "default: 2", "tenth"):
+        assert default in text, default
+    assert "popsize=36" in text and "sigma0=0.5" in text  # the default algorithm's settings
+
+
+@pytest.mark.parametrize("dims", [(6, 6, 6, 6), (10, 10, 5, 5), (10, 8, 8)])
+def test_slice_heatmap_text_does_not_overlap(dims):
+    from cmamae.archives import GridArchive
+    from cmamae.viz import archive_plot
+
+    archive = GridArchive(solution_dim=3, dims=dims, ranges=[(0, 1)] * len(dims), learning_rate=1.0)
+    rng = np.random.default_rng(0)
+    occupied = rng.random(archive.cells) < 0.3
+    state = archive.init().replace(
+        occupied=jnp.asarray(occupied),
+        objectives=jnp.asarray(rng.normal(size=archive.cells).astype(np.float32)),
+    )
+    names = [f"front_left_foot_{i}" for i in range(len(dims))]
+    fig = archive_plot.heatmap_figure(archive, state, names, "a run title\nits second line")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [
+        t
+        for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_window_extent"))
+        if t.get_visible() and t.get_text().strip()
+    ]
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    inside = fig.bbox
+    for i, a in enumerate(boxes):
+        assert inside.x0 <= a.x0 and a.x1 <= inside.x1 + 1, texts[i].get_text()
+        assert inside.y0 <= a.y0 and a.y1 <= inside.y1 + 1, texts[i].get_text()
+        for j in range(i):
+            assert not a.overlaps(boxes[j]), (texts[i].get_text(), texts[j].get_text())
