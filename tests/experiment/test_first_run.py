@@ -439,3 +439,26 @@ def test_slice_heatmap_text_does_not_overlap(dims):
         assert inside.y0 <= a.y0 and a.y1 <= inside.y1 + 1, texts[i].get_text()
         for j in range(i):
             assert not a.overlaps(boxes[j]), (texts[i].get_text(), texts[j].get_text())
+
+
+def test_archive_files_are_row_sparse_and_old_dense_files_load(tmp_path):
+    from cmamae.archives import GridArchive, load_npz
+
+    archive = GridArchive(solution_dim=2000, dims=(20, 20), ranges=[(0, 1)] * 2)
+    x = np.random.default_rng(0).normal(size=(5, 2000)).astype(np.float32)
+    m = np.random.default_rng(1).random((5, 2))
+    state, _ = archive.add(archive.init(), x, np.arange(5.0), m)
+    archive.save_npz(state, tmp_path / "sparse.npz")
+    dense_bytes = 400 * 2000 * 4
+    assert (tmp_path / "sparse.npz").stat().st_size < dense_bytes / 20
+    restored = load_npz(tmp_path / "sparse.npz", archive)
+    for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    # a file written dense (before row-sparse archive files) reads the same
+    with np.load(tmp_path / "sparse.npz") as data:
+        full = rowsparse.unpack(data)
+    np.savez(tmp_path / "dense.npz", **full)
+    assert (tmp_path / "dense.npz").stat().st_size > dense_bytes
+    old = load_npz(tmp_path / "dense.npz", archive)
+    for a, b in zip(jax.tree_util.tree_leaves(old), jax.tree_util.tree_leaves(state)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmamae import rowsparse
 from cmamae._pytree import pytree_dataclass
 
 NOT_ADDED = 0
@@ -569,6 +570,7 @@ class ArchiveBase(abc.ABC):
         no pickle). ``np.savez`` appends ``.npz`` to a path without it."""
         names = _STATE_FIELDS + _PROVENANCE_FIELDS
         arrays = {n: np.asarray(getattr(state, n)) for n in names if getattr(state, n) is not None}
+        arrays = rowsparse.pack(arrays)  # empty cells' rows are not stored
         for name in self._array_fields:
             arrays[name] = np.asarray(getattr(self, name))
         arrays["config"] = np.asarray(json.dumps(self.config()))
@@ -582,14 +584,15 @@ def load_npz(path: str | os.PathLike, archive: ArchiveBase | None = None) -> Arc
     and cast to its dtype. Files written before provenance was recorded load with
     ``eval_iteration`` and ``eval_row`` all -1 (unknown).
     """
-    with np.load(path, allow_pickle=False) as data:
-        missing = [n for n in _STATE_FIELDS if n not in data.files]
+    with np.load(path, allow_pickle=False) as raw:
+        data = rowsparse.unpack(raw)  # row-sparse arrays back to full ones, bitwise
+        missing = [n for n in _STATE_FIELDS if n not in data]
         if missing:
             raise ValueError(f"path {os.fspath(path)!r} is not an archive file: lacks {missing}")
         arrays = {n: np.asarray(data[n]) for n in _STATE_FIELDS}
         cells = arrays["occupied"].shape[0]
         for n in _PROVENANCE_FIELDS:
-            stored = n in data.files
+            stored = n in data
             arrays[n] = np.asarray(data[n]) if stored else np.full(cells, UNKNOWN, np.int32)
     if archive is not None:
         expected = archive.init()
