@@ -102,6 +102,9 @@ def check_threads(threads) -> int | None:
 
 
 # ----------------------------------------------------------------------------- foot contacts
+_ENDS = np.array([1.0, -1.0])[:, None]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class FootGeometry:
     """What MuJoCo's plane-capsule collision needs of each foot, and the floor's pose.
@@ -130,16 +133,18 @@ class FootGeometry:
         (rows of :attr:`feet`) -> ``(N, F)`` bool. Same operations, in the same order, as
         MuJoCo's ``mjc_PlaneCapsule`` / ``mjraw_PlaneSphere``.
         """
-        axis = geom_xmat[..., [2, 5, 8]]
-        segment = self.half_length[:, None] * axis
-        touching = np.zeros(geom_xpos.shape[:2], bool)
-        for end in (geom_xpos + segment, geom_xpos - segment):
-            tmp = end - self.floor_pos
-            n = self.floor_normal
-            cdist = tmp[..., 0] * n[0] + tmp[..., 1] * n[1] + tmp[..., 2] * n[2]
-            kept = ~(cdist > self.margin + self.radius)
-            touching |= kept & (cdist - self.radius < self.includemargin)
-        return touching
+        segment = self.half_length[:, None] * geom_xmat[..., 2::3]  # the capsule's axis
+        # both ends at once, (N, F, 2, 3): p + segment and p - segment (p + (−s) is p − s)
+        tmp = geom_xpos[..., None, :] + _ENDS * segment[..., None, :] - self.floor_pos
+        n = self.floor_normal
+        cdist = tmp[..., 0] * n[0] + tmp[..., 1] * n[1] + tmp[..., 2] * n[2]
+        radius = self.radius[:, None]
+        kept = ~(cdist > self._bound)
+        return np.any(kept & (cdist - radius < self.includemargin[:, None]), axis=-1)
+
+    @functools.cached_property
+    def _bound(self) -> np.ndarray:
+        return (self.margin + self.radius)[:, None]
 
 
 @functools.lru_cache(maxsize=32)
@@ -314,7 +319,7 @@ def run_episodes(
         sims.qpos[:] = qpos0
         sims.qvel[:] = qvel0
         x_before = qpos0[:, 0].copy()  # the ant's torso xpos is its free joint's position
-        running = np.arange(n)  # simulations still stepped, ascending
+        running = np.arange(n, dtype=np.int32)  # simulations still stepped, ascending
         rows = running  # the simulations the policy is computed for (a superset)
         layers = layer_views(policy, solutions)
         for t in range(episode_length):
@@ -392,7 +397,7 @@ def _step(batch, running: np.ndarray, failed: np.ndarray, errors: dict) -> np.nd
     """One physics step of the ``running`` simulations; marks those in which MuJoCo raised
     as ``failed`` (``errors``: its message) and returns which of ``running`` stepped."""
     try:
-        batch.step(ids=running)
+        batch.step(ids=None if len(running) == batch.nsim else running)
         return np.ones(len(running), bool)
     except require_batch().SimulationError as err:
         bad = np.asarray(err.ids)
