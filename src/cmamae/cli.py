@@ -2,7 +2,10 @@
 and calls :mod:`cmamae.experiment` and :mod:`cmamae.viz`.
 
 Bad input (unknown names, bad budgets, a folder that is not a run, an existing run folder without
-``--force``) prints one line and exits with status 2; an interrupted run exits with 130.
+``--force``), an unusable ``MUJOCO_GL`` and a full disk print one line and exit with status 2;
+an interrupted run exits with 130. Compiled programs are kept in JAX's persistent compilation
+cache (:mod:`cmamae.compile_cache`; ``--no-compile-cache`` or ``CMAMAE_COMPILE_CACHE=off``
+turn it off).
 """
 
 from __future__ import annotations
@@ -19,25 +22,86 @@ class UsageError(ValueError):
     """Bad command-line input, reported as one line with exit status 2."""
 
 
+def _run_epilog() -> str:
+    """The names ``run`` accepts (no task is built but the default one) and the default
+    algorithm's settings."""
+    import textwrap
+
+    from cmamae import algorithms, tasks
+    from cmamae.experiment import config as cfg
+
+    def listing(title: str, names) -> str:
+        text = textwrap.fill(
+            ", ".join(names),
+            width=88,
+            initial_indent="  ",
+            subsequent_indent="  ",
+            break_on_hyphens=False,
+        )
+        return f"{title}:\n{text}\n"
+
+    task, algo = cfg.DEFAULT_TASK, cfg.DEFAULT_ALGO
+    settings = algorithms.defaults(algo, tasks.get(task))  # a benchmark task: cheap to build
+    return "".join(
+        [
+            listing("tasks", tasks.names()),
+            listing("algorithms", algorithms.names()),
+            listing("presets", cfg.preset_names()),
+            listing(
+                f"settings of {algo} on {task} and their defaults (--set KEY=VALUE; other "
+                "pairs: cmamae.algorithms.defaults(ALGO, cmamae.tasks.get(TASK)))",
+                [f"{k}={v!r}" for k, v in sorted(settings.items())],
+            ),
+        ]
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
+    from cmamae.experiment import config as cfg
+
     p = argparse.ArgumentParser(
         prog="cmamae",
         description="Quality-diversity optimization with CMA-MAE and friends, compiled in JAX.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    # Options every command takes (add_parser(..., parents=common)).
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled programs in the persistent cache (default: kept in "
+        "$CMAMAE_COMPILE_CACHE, else ~/.cache/cmamae/jax; CMAMAE_COMPILE_CACHE=off also "
+        "turns it off)",
+    )
+    common = [options]
 
     r = sub.add_parser(
         "run",
         help="run an experiment (no arguments: a small real one, about a minute on 2 cores)",
         description="Run ALGO on TASK for EVALS evaluations per seed and write a run folder "
         "(config.json, metrics.csv, archive/, checkpoints/, plots/).",
+        epilog=_run_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=common,
     )
-    r.add_argument("--task", help="task name (default: arm)")
-    r.add_argument("--algo", help="algorithm name (default: sep-cma-mae)")
-    r.add_argument("--evals", type=int, help="evaluations per seed")
-    r.add_argument("--seeds", type=int, help="independent seeds, run together (default 2)")
-    r.add_argument("--seed", type=int, help="base random seed (default 0)")
-    r.add_argument("--preset", help="a named budget: paper (the papers' budgets), smoke")
+    r.add_argument("--task", help=f"task name (default: {cfg.DEFAULT_TASK}; list below)")
+    r.add_argument("--algo", help=f"algorithm name (default: {cfg.DEFAULT_ALGO}; list below)")
+    r.add_argument(
+        "--evals",
+        type=int,
+        help=f"evaluations per seed, cut to whole iterations (default: {cfg.DEFAULT_ITERATIONS:,} "
+        "iterations' worth, or the preset's)",
+    )
+    r.add_argument(
+        "--seeds",
+        type=int,
+        help=f"independent seeds, run together (default: {cfg.DEFAULT_SEEDS}, or the preset's)",
+    )
+    r.add_argument("--seed", type=int, help="base random seed (default: 0)")
+    r.add_argument(
+        "--preset",
+        help="a named budget (default: none): paper (the papers' budgets), smoke (20 iterations)",
+    )
     r.add_argument(
         "--set",
         action="append",
@@ -46,14 +110,29 @@ def _parser() -> argparse.ArgumentParser:
         help="override an algorithm setting (sigma0=0.05) or a task setting (task.solution_dim=20);"
         " values are Python literals",
     )
-    r.add_argument("--config", help="a TOML or YAML file of run settings (flags override it)")
+    r.add_argument(
+        "--config", help="a TOML or YAML file of run settings (default: none; flags override it)"
+    )
     r.add_argument("--name", help="run folder name under --out (default: TASK-ALGO)")
     r.add_argument("--out", default="runs", help="folder that holds run folders (default: runs)")
     r.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    r.add_argument("--checkpoint-every", type=int, help="iterations between checkpoints")
-    r.add_argument("--log-every", type=int, help="iterations between metrics rows")
-    r.add_argument("--chunk", type=int, help="iterations per compiled call")
+    r.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help="iterations between checkpoints (default: a tenth of the run; the newest 2 are kept)",
+    )
+    r.add_argument(
+        "--log-every",
+        type=int,
+        help="iterations between metrics rows (default: about 200 rows per seed)",
+    )
+    r.add_argument(
+        "--chunk",
+        type=int,
+        help="iterations per compiled call (default: up to a checkpoint interval, at most 100; "
+        "1 for host tasks)",
+    )
     r.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
     r.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars")
     r.add_argument("--no-plots", action="store_true", help="skip the plots at the end")
@@ -65,7 +144,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--cluster",
         metavar="tcp://HOST:8786",
-        help="host tasks (qd-*, *-native): evaluate on the Dask scheduler at this address",
+        help="host tasks (qd-*, *-native): evaluate on the Dask scheduler at this address "
+        "(default: a local Dask cluster)",
     )
     r.add_argument(
         "--workers",
@@ -73,16 +153,23 @@ def _parser() -> argparse.ArgumentParser:
         help="host tasks: worker processes of the local Dask cluster (default: one per core)",
     )
 
-    rep = sub.add_parser("report", help="the paper-style table and QD-score curves of runs")
+    rep = sub.add_parser(
+        "report", help="the paper-style table and QD-score curves of runs", parents=common
+    )
     rep.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (or folders of runs)")
-    rep.add_argument("--out", default="report", help="output folder (default: report)")
+    rep.add_argument(
+        "--out", help="output folder (default: report/ beside the run folders, e.g. runs/report)"
+    )
+    rep.add_argument("--force", action="store_true", help="overwrite an existing report")
 
-    pl = sub.add_parser("plot", help="archive heatmap and objective histogram of a run")
+    pl = sub.add_parser(
+        "plot", help="archive heatmap and objective histogram of a run", parents=common
+    )
     pl.add_argument("run", metavar="RUN_DIR")
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--out", help="output folder (default: RUN_DIR/plots)")
 
-    rp = sub.add_parser("replay", help="re-evaluate one elite of a run and draw it")
+    rp = sub.add_parser("replay", help="re-evaluate one elite of a run and draw it", parents=common)
     rp.add_argument("run", metavar="RUN_DIR")
     rp.add_argument("--elite", default="best", help="'best' or a cell index (default: best)")
     rp.add_argument("--measures", help="the elite of the cell of these measures: --measures=m1,m2")
@@ -173,8 +260,13 @@ def _expand_runs(paths: list[str]) -> list[Path]:
 def _cmd_report(args) -> int:
     from cmamae.viz import report
 
-    written = report.report(_expand_runs(args.runs), args.out)
-    print((Path(args.out) / "report.md").read_text())
+    runs = _expand_runs(args.runs)
+    out = Path(args.out) if args.out else report.default_out(runs)
+    try:
+        written = report.report(runs, out, force=args.force)
+    except FileExistsError as err:
+        raise UsageError(str(err)) from None
+    print(written["markdown"].read_text())
     for path in written.values():
         print(f"wrote {path}")
     return 0
@@ -227,7 +319,8 @@ _COMMANDS = {"run": _cmd_run, "report": _cmd_report, "plot": _cmd_plot, "replay"
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cmamae`` command; returns the exit status."""
-    from cmamae.experiment.checkpoint import CheckpointError
+    from cmamae import _mujoco_gl, compile_cache
+    from cmamae.experiment.checkpoint import CheckpointError, DiskFullError
     from cmamae.experiment.config import ConfigError
     from cmamae.rundir import NotARunError
 
@@ -237,8 +330,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        _mujoco_gl.check()
+        if getattr(args, "no_compile_cache", False):
+            compile_cache.disable()
+        else:
+            compile_cache.enable()
         return _COMMANDS[args.command](args)
-    except (UsageError, ConfigError, NotARunError, CheckpointError) as err:
+    except (
+        UsageError,
+        ConfigError,
+        NotARunError,
+        CheckpointError,
+        DiskFullError,
+        _mujoco_gl.GLBackendError,
+    ) as err:
         print(f"cmamae {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -8,7 +8,13 @@ writes a checkpoint. Iteration ``i`` of a seed always uses the same key (``fold_
 that was killed and resumed ends bitwise equal, on the same machine, to one that never stopped.
 
 Ctrl-C (SIGINT) or SIGTERM: the current chunk finishes, a checkpoint and the archives are
-written and the run stops with status "interrupted"; a second signal aborts at once.
+written and the run stops with status "interrupted"; a second signal aborts at once. A full
+disk stops the run with :class:`~cmamae.experiment.checkpoint.DiskFullError` (one line: the
+file and how to resume); every file written before is intact, so ``--resume`` continues from
+the last checkpoint once there is space.
+
+Compiled programs go to JAX's persistent compilation cache (:mod:`cmamae.compile_cache`), so
+a second run, a resume, a replay of the same setup skip most of the compiling.
 """
 
 from __future__ import annotations
@@ -27,11 +33,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cmamae import rundir
+from cmamae import compile_cache, rundir
 from cmamae.experiment import checkpoint
+from cmamae.experiment import progress as progress_lib
 from cmamae.experiment.config import ConfigError, ResolvedRun, RunConfig
 from cmamae.experiment.execution import Execution
-from cmamae.experiment.progress import BarProgress, LogProgress
 from cmamae.loop import evaluate_fn, init_states, seed_keys
 
 _STAT_COLUMNS = [c for c in rundir.METRIC_COLUMNS if c not in ("seed", "iteration", "evals_per_s")]
@@ -196,8 +202,16 @@ def _execute(resolved: ResolvedRun, run_dir: Path, **kw) -> RunOutcome:
     # 10-100x faster for CMA-ES's eigendecomposition here (see cmamae.es.cma_es).
     from threadpoolctl import threadpool_limits
 
+    compile_cache.enable()
     with threadpool_limits(1, user_api="blas"):
-        return _execute_run(resolved, run_dir, **kw)
+        try:
+            return _execute_run(resolved, run_dir, **kw)
+        except checkpoint.DiskFullError as err:
+            raise checkpoint.DiskFullError(
+                err.errno,
+                f"{err.strerror}; free some space, then continue with: "
+                f"cmamae run --resume {run_dir}",
+            ) from err
 
 
 def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, plots, execution):
@@ -209,27 +223,33 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
     writer = _tensorboard_writer(run_dir) if tensorboard else None
 
     template = jax.eval_shape(lambda k: init_states(scheduler, task, k), init_keys)
-    found = checkpoint.load_latest(ckpt_dir, template)  # warns about each file it skips
+    # Checkpoints leave out what equals the initial state (noise tables): rebuilt from the key.
+    initial = init_states(scheduler, task, init_keys)
+    initial_leaves = checkpoint.InitialLeaves(initial)
+    # load_latest warns about each file it skips
+    found = checkpoint.load_latest(ckpt_dir, template, initial=initial)
     if found is None:
         if checkpoint.list_checkpoints(ckpt_dir):
             warnings.warn("no valid checkpoint; starting the run over", stacklevel=2)
-        done, states, rows = 0, init_states(scheduler, task, init_keys), []
+        done, states, rows = 0, initial, []
         resumed_from = None
     else:
         done, states = found
         rows = _read_metric_rows(run_dir, done)
         resumed_from = done
+    del initial
 
-    progress_cls = LogProgress if quiet else BarProgress
     status = "finished"
     with (
         execution.open(scheduler, task, run_keys, evaluate) as advance,
-        progress_cls(resolved.evals) as progress,
+        progress_lib.make(resolved.evals, quiet) as progress,
         _stop_on_signals() as stop,
     ):
         states = advance.place(states)
         if resumed_from is not None:
             progress.message(f"resuming {run_dir} from iteration {done:,}")
+        elif resolved.rounding_note():
+            progress.message(resolved.rounding_note())
         while done < resolved.iterations:
             next_ckpt = (done // resolved.checkpoint_every + 1) * resolved.checkpoint_every
             length = min(resolved.chunk, next_ckpt - done, resolved.iterations - done)
@@ -248,7 +268,7 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
             _write_metrics(run_dir, rows)
             at_end = done == resolved.iterations
             if at_end or done % resolved.checkpoint_every == 0 or stop.is_set():
-                checkpoint.save(ckpt_dir, done, states)
+                checkpoint.save(ckpt_dir, done, states, initial=initial_leaves)
             if stop.is_set() and not at_end:
                 status = "interrupted"
                 progress.message(

@@ -3,7 +3,9 @@
 ``summary_table`` pools the final logged metrics of every seed of every run of one algorithm on
 one task (several runs of the same pair are pooled), and reports mean ± standard error, with
 standard error = sample standard deviation (ddof = 1) / sqrt(count); NaN with one seed.
-``report`` writes ``report.md``, ``report.csv`` and ``qd_curves.png``.
+``report`` writes ``report.md``, ``report.csv`` and ``qd_curves.png`` into a ``report/`` folder
+beside the run folders (:func:`default_out`) or the one given, never over an existing report
+unless told to.
 """
 
 from __future__ import annotations
@@ -252,15 +254,34 @@ def plot_curves(run_dirs, path: str | os.PathLike, metric: str = "qd_score") -> 
 
 
 # --------------------------------------------------------------------------- report
-def report(run_dirs, out_dir: str | os.PathLike) -> dict[str, Path]:
+REPORT_FILES = ("report.md", "report.csv", "qd_curves.png")
+
+
+def default_out(run_dirs) -> Path:
+    """Where a report of ``run_dirs`` goes by default: ``report/`` in the folder that holds
+    them (``runs/report`` for runs under ``runs/``; their common ancestor if they lie apart)."""
+    parents = [os.path.abspath(Path(r).parent) for r in find_runs(run_dirs)]
+    return Path(os.path.commonpath(parents)) / "report"
+
+
+def report(run_dirs, out_dir: str | os.PathLike | None = None, *, force: bool = False):
     """Write ``report.md`` (the table as Markdown), ``report.csv`` (the table with explicit
-    mean/se/n columns) and ``qd_curves.png`` into ``out_dir``.
+    mean/se/n columns) and ``qd_curves.png`` into ``out_dir`` (None: :func:`default_out`).
 
     Returns:
         ``{"markdown": path, "csv": path, "curves": path}``.
+
+    Raises:
+        FileExistsError: ``out_dir`` already holds one of those files and ``force`` is False.
     """
     runs = find_runs(run_dirs)
-    out = Path(out_dir)
+    out = default_out(runs) if out_dir is None else Path(out_dir)
+    existing = [name for name in REPORT_FILES if (out / name).exists()]
+    if existing and not force:
+        raise FileExistsError(
+            f"{os.fspath(out)!r} already holds a report ({', '.join(existing)}); pass --force "
+            "to overwrite it or --out to write elsewhere"
+        )
     out.mkdir(parents=True, exist_ok=True)
     table = summary_table(runs)
     n = table.xs("n", axis=1, level="stat").to_numpy(dtype=float).ravel()
