@@ -1,5 +1,5 @@
-"""The ``cmamae`` command: ``run``, ``report``, ``plot``, ``replay``. Thin: it parses arguments
-and calls :mod:`cmamae.experiment` and :mod:`cmamae.viz`.
+"""The ``cmamae`` command: ``run``, ``report``, ``plot``, ``replay``, ``evaluate``. Thin: it
+parses arguments and calls :mod:`cmamae.experiment` and :mod:`cmamae.viz`.
 
 Bad input (unknown names, bad budgets, a folder that is not a run, an existing run folder without
 ``--force``), an unusable ``MUJOCO_GL`` and a full disk print one line and exit with status 2;
@@ -169,11 +169,23 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--out", help="output folder (default: RUN_DIR/plots)")
 
-    rp = sub.add_parser("replay", help="re-evaluate one elite of a run and draw it", parents=common)
+    rp = sub.add_parser(
+        "replay",
+        help="replay one elite's scoring episode and draw it",
+        description="Re-run the episode that scored one elite (from its recorded provenance), "
+        "say whether it reproduced the stored objective and measures, and draw it (a video for "
+        "the locomotion tasks).",
+        parents=common,
+    )
     rp.add_argument("run", metavar="RUN_DIR")
     rp.add_argument("--elite", default="best", help="'best' or a cell index (default: best)")
     rp.add_argument("--measures", help="the elite of the cell of these measures: --measures=m1,m2")
-    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--seed", type=int, default=0, help="which seed's archive (default 0)")
+    rp.add_argument(
+        "--episode",
+        help="which episode: 'stored' (the scoring one; the default when recorded), or after "
+        "cmamae evaluate 'median' or a re-evaluation episode number K (from 0)",
+    )
     rp.add_argument("--out", help="output folder (default: RUN_DIR/replay)")
     video = rp.add_argument_group("locomotion video (ant, halfcheetah, hopper, walker2d)")
     video.add_argument("--frames", type=int, help="most frames to draw (default: the episode)")
@@ -182,6 +194,28 @@ def _parser() -> argparse.ArgumentParser:
     video.add_argument(
         "--format", choices=("auto", "mp4", "gif"), help="video format (default: MP4 if ffmpeg)"
     )
+    ev = sub.add_parser(
+        "evaluate",
+        help="re-evaluate every elite over many episodes: the corrected archive",
+        description="Re-evaluate every elite of every seed's result archive EPISODES times with "
+        "fresh start states and write RUN_DIR/evaluation/: per elite the mean and standard "
+        "deviation of objective and measures, and the corrected archive (elites re-inserted at "
+        "their mean measures with their mean objectives). Interruptible (Ctrl-C) and resumable: "
+        "run it again to continue.",
+        parents=common,
+    )
+    ev.add_argument("run", metavar="RUN_DIR")
+    ev.add_argument("--episodes", type=int, default=10, help="episodes per elite (default 10)")
+    ev.add_argument(
+        "--seed", type=int, default=0, help="evaluation seed of the episodes (default 0)"
+    )
+    ev.add_argument(
+        "--batch-size", type=int, help="elites per compiled batch (default: the run's batch)"
+    )
+    ev.add_argument("--force", action="store_true", help="replace an evaluation of other settings")
+    ev.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+    ev.add_argument("--cluster", metavar="tcp://HOST:8786", help="host tasks: a Dask scheduler")
+    ev.add_argument("--workers", type=int, help="host tasks: local Dask worker processes")
     return p
 
 
@@ -285,8 +319,8 @@ def _cmd_plot(args) -> int:
 
 def _cmd_replay(args) -> int:
     from cmamae import rundir
+    from cmamae.experiment import replay
     from cmamae.experiment.config import parse_value
-    from cmamae.viz import replay
 
     rundir.read_config(args.run)
     if args.measures is not None:
@@ -306,15 +340,44 @@ def _cmd_replay(args) -> int:
 
     try:
         options = _render_options(args)
-        result = replay.replay(args.run, out, elite=elite, seed=args.seed, render_options=options)
-    except (ValueError, RenderUnavailable) as err:  # bad elite or options; no OpenGL
-        raise UsageError(str(err)) from None
-    for key, value in result.items():
-        print(f"{key}: {value}")
+        result = replay.replay(
+            args.run,
+            out,
+            elite=elite,
+            seed=args.seed,
+            episode=args.episode,
+            render_options=options,
+        )
+    except (ValueError, RenderUnavailable) as err:  # bad elite, episode or options; no OpenGL
+        raise UsageError(str(err).replace("episode ", "--episode ", 1)) from None
+    print("\n".join(replay.describe(result)))
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "report": _cmd_report, "plot": _cmd_plot, "replay": _cmd_replay}
+def _cmd_evaluate(args) -> int:
+    from cmamae.experiment import evaluation
+
+    summary = evaluation.evaluate_run(
+        args.run,
+        episodes=args.episodes,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        force=args.force,
+        quiet=args.quiet,
+        cluster=args.cluster,
+        workers=args.workers,
+    )
+    print("\n".join(evaluation.describe(summary, args.run)))
+    return EXIT_INTERRUPTED if summary["status"] == "interrupted" else 0
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "report": _cmd_report,
+    "plot": _cmd_plot,
+    "replay": _cmd_replay,
+    "evaluate": _cmd_evaluate,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

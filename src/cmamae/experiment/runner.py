@@ -33,12 +33,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cmamae import compile_cache, rundir
+from cmamae import compile_cache, provenance, rundir
+from cmamae.archives import with_provenance, without_provenance
 from cmamae.experiment import checkpoint
 from cmamae.experiment import progress as progress_lib
 from cmamae.experiment.config import ConfigError, ResolvedRun, RunConfig
 from cmamae.experiment.execution import Execution
 from cmamae.loop import evaluate_fn, init_states, seed_keys
+from cmamae.provenance import Layout
 
 _STAT_COLUMNS = [c for c in rundir.METRIC_COLUMNS if c not in ("seed", "iteration", "evals_per_s")]
 
@@ -226,8 +228,7 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
     # Checkpoints leave out what equals the initial state (noise tables): rebuilt from the key.
     initial = init_states(scheduler, task, init_keys)
     initial_leaves = checkpoint.InitialLeaves(initial)
-    # load_latest warns about each file it skips
-    found = checkpoint.load_latest(ckpt_dir, template, initial=initial)
+    found = _load_checkpoint(ckpt_dir, template, initial)
     if found is None:
         if checkpoint.list_checkpoints(ckpt_dir):
             warnings.warn("no valid checkpoint; starting the run over", stacklevel=2)
@@ -246,6 +247,8 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
         _stop_on_signals() as stop,
     ):
         states = advance.place(states)
+        mesh = getattr(advance, "mesh", None)  # host-side advances have none
+        _record_layout(run_dir, done, Layout.of(resolved.seeds, mesh, task.host_evaluated))
         if resumed_from is not None:
             progress.message(f"resuming {run_dir} from iteration {done:,}")
         elif resolved.rounding_note():
@@ -283,6 +286,52 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
     if plots and status == "finished":
         _write_plots(run_dir)
     return RunOutcome(run_dir, status, done, resumed_from)
+
+
+def _load_checkpoint(ckpt_dir: Path, template, initial):
+    """The newest valid checkpoint (warning about each file skipped), also from runs written
+    before archives recorded provenance (their elites' provenance is then unknown, -1)."""
+    with warnings.catch_warnings(record=True) as skipped:
+        warnings.simplefilter("always")
+        found = checkpoint.load_latest(ckpt_dir, template, initial=initial)
+    if found is None and skipped:  # perhaps written before provenance: the old structure
+        with warnings.catch_warnings(record=True) as skipped_old:
+            warnings.simplefilter("always")
+            found = checkpoint.load_latest(ckpt_dir, _without_provenance(template))
+        if found is not None:
+            skipped = skipped_old
+            found = (found[0], _with_provenance(found[1]))
+    for w in skipped:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return found
+
+
+def _without_provenance(states):
+    return states.replace(
+        archive=without_provenance(states.archive),
+        result=None if states.result is None else without_provenance(states.result),
+    )
+
+
+def _with_provenance(states):
+    return states.replace(
+        archive=with_provenance(states.archive),
+        result=None if states.result is None else with_provenance(states.result),
+    )
+
+
+def _record_layout(run_dir: Path, iteration: int, layout: Layout) -> None:
+    """Add the device layout and environment from ``iteration`` on to the run's provenance
+    file (a new segment only when they changed, e.g. a resume on another machine)."""
+    record = rundir.read_provenance(run_dir) or {"format": provenance.FORMAT, "segments": []}
+    segment = {"layout": layout.to_json(), "environment": provenance.environment()}
+    last = record["segments"][-1] if record["segments"] else None
+    if last is not None and {k: last[k] for k in segment} == segment:
+        return
+    record["segments"] = [s for s in record["segments"] if s["from_iteration"] < iteration]
+    record["segments"].append({"from_iteration": int(iteration), **segment})
+    text = json.dumps(record, indent=2)
+    checkpoint.atomic_write(run_dir / rundir.PROVENANCE, lambda f: f.write(text.encode()))
 
 
 def _write_plots(run_dir: Path) -> None:

@@ -25,6 +25,8 @@ from cmamae.viz._common import fmt_mean_se, new_figure, save, task_label
 
 # metric column of metrics.csv -> label in the table (the paper's "QD score, coverage, best").
 METRICS = {"qd_score": "QD score", "coverage": "coverage", "obj_max": "best"}
+# the same stats of the corrected archives (``cmamae evaluate``), where runs have them
+CORRECTED = {f"corrected_{m}": f"{label} (corrected)" for m, label in METRICS.items()}
 STATS = ("mean", "se", "n")
 
 
@@ -97,8 +99,41 @@ def _runs_frame(run_dirs, final: bool) -> pd.DataFrame:
 
 def final_rows(run_dirs) -> pd.DataFrame:
     """The last logged metrics row of every seed of every run, one row per (run, seed), with
-    columns ``algorithm``, ``task``, ``run`` and :data:`cmamae.rundir.METRIC_COLUMNS`."""
-    return _runs_frame(run_dirs, final=True)
+    columns ``algorithm``, ``task``, ``run``, :data:`cmamae.rundir.METRIC_COLUMNS`, the
+    corrected archive's stats (:data:`CORRECTED`, NaN for seeds not re-evaluated) and
+    ``reevaluations`` (episodes per elite behind them, 0 for none)."""
+    rows = _runs_frame(run_dirs, final=True)
+    corrected = {c: np.full(len(rows), np.nan) for c in CORRECTED}
+    episodes = np.zeros(len(rows), int)
+    summaries: dict[str, dict | None] = {}
+    for i, (run, seed) in enumerate(zip(rows["run"], rows["seed"])):
+        if run not in summaries:
+            summaries[run] = _evaluation_summary(run)
+        entry = _seed_entry(summaries[run], int(seed))
+        if entry is not None and "corrected" in entry:
+            for c in CORRECTED:
+                corrected[c][i] = entry["corrected"][c.removeprefix("corrected_")]
+            episodes[i] = entry["episodes"]
+    return rows.assign(**corrected, reevaluations=episodes)
+
+
+def _evaluation_summary(run) -> dict | None:
+    path = Path(run) / rundir.EVALUATION_DIR / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        warnings.warn(
+            f"{os.fspath(path)!r} is unreadable; its run is shown uncorrected", stacklevel=3
+        )
+        return None
+
+
+def _seed_entry(summary: dict | None, seed: int) -> dict | None:
+    if summary is None:
+        return None
+    return next((e for e in summary.get("seeds", []) if e.get("seed") == seed), None)
 
 
 # --------------------------------------------------------------------------- the table
@@ -125,10 +160,11 @@ def summary_table(run_dirs, metrics: Sequence[str] = tuple(METRICS)) -> pd.DataF
         ``(task, metric, stat)``, stat in ``("mean", "se", "n")``; NaN where an algorithm was
         not run on a task.
     """
-    unknown = [m for m in metrics if m not in rundir.METRIC_COLUMNS]
+    unknown = [m for m in metrics if m not in rundir.METRIC_COLUMNS and m not in CORRECTED]
     if unknown:
         raise ValueError(
-            f"metrics must be columns of metrics.csv {rundir.METRIC_COLUMNS}, got {unknown}"
+            f"metrics must be columns of metrics.csv {rundir.METRIC_COLUMNS} or corrected "
+            f"stats {tuple(CORRECTED)}, got {unknown}"
         )
     rows = final_rows(run_dirs)
     algos = list(dict.fromkeys(rows["algorithm"]))
@@ -152,14 +188,15 @@ def to_markdown(table: pd.DataFrame, percent: Sequence[str] = ("coverage",)) -> 
     (task, metric), cells ``mean ± se`` (``–`` where missing); metrics in ``percent`` are
     shown in percent."""
     pairs = list(dict.fromkeys((t, m) for t, m, _ in table.columns))
-    header = ["algorithm"] + [f"{t}: {METRICS.get(m, m)}" for t, m in pairs]
+    labels = {**METRICS, **CORRECTED}
+    header = ["algorithm"] + [f"{t}: {labels.get(m, m)}" for t, m in pairs]
     lines = [_md_row(header), "| " + " | ".join(["---"] + ["---:"] * len(pairs)) + " |"]
     for algo in table.index:
         cells = [str(algo)]
         for t, m in pairs:
             mean = float(table.loc[algo, (t, m, "mean")])
             se = float(table.loc[algo, (t, m, "se")])
-            if m in percent:
+            if m.removeprefix("corrected_") in percent:
                 cell = fmt_mean_se(100 * mean, 100 * se)
                 cells.append(cell if cell == "–" else cell.replace(" ± ", "% ± ") + "%")
             else:
@@ -216,12 +253,15 @@ def curve_stats(series: Sequence[tuple[np.ndarray, np.ndarray]]):
 
 def plot_curves(run_dirs, path: str | os.PathLike, metric: str = "qd_score") -> Path:
     """QD score (or ``metric``) vs evaluations: one subplot per task, one line per algorithm
-    (mean over seeds, shaded ± one standard error). Writes a PNG at ``path``."""
+    (mean over seeds, shaded ± one standard error), and a triangle at the end for the
+    corrected archives' mean where the runs were re-evaluated. Writes a PNG at ``path``."""
     if metric not in rundir.METRIC_COLUMNS:
         raise ValueError(
             f"metric must be a column of metrics.csv {rundir.METRIC_COLUMNS}, got {metric!r}"
         )
     rows = _runs_frame(run_dirs, final=False)
+    final = final_rows(run_dirs)
+    finals = {key: group for key, group in final.groupby(["task", "algorithm"], sort=False)}
     tasks = list(dict.fromkeys(rows["task"]))
     ncols = max(1, min(3, len(tasks)))
     nrows = max(1, math.ceil(len(tasks) / ncols))
@@ -240,6 +280,18 @@ def plot_curves(run_dirs, path: str | os.PathLike, metric: str = "qd_score") -> 
                 ax.fill_between(
                     x, mean - se, mean + se, color=line.get_color(), alpha=0.25, linewidth=0
                 )
+            corrected = finals.get((task, algo))
+            if corrected is not None and f"corrected_{metric}" in corrected:
+                values = corrected[f"corrected_{metric}"].dropna()
+                if len(values):
+                    ax.plot(
+                        [corrected["evaluations"].max()],
+                        [values.mean()],
+                        marker="v",
+                        color=line.get_color(),
+                        linestyle="none",
+                        label=f"{algo}, corrected (re-evaluated)",
+                    )
         ax.set_title(task)
         ax.set_xlabel("evaluations")
         ax.set_ylabel(METRICS.get(metric, metric))
@@ -251,6 +303,22 @@ def plot_curves(run_dirs, path: str | os.PathLike, metric: str = "qd_score") -> 
         axes[0].set_visible(True)
         axes[0].text(0.5, 0.5, "no logged metrics", ha="center", va="center")
     return save(fig, path)
+
+
+def _corrected_note(rows: pd.DataFrame) -> list[str]:
+    """Which episodes the corrected columns count, in words (nothing when none exist)."""
+    counts = sorted(set(rows["reevaluations"][rows["reevaluations"] > 0]))
+    if not counts:
+        return []
+    missing = int((rows["reevaluations"] == 0).sum())
+    n = " or ".join(str(c) for c in counts)
+    return [
+        "Stored scores are each elite's single scoring episode (the luckiest kept per cell); "
+        f"corrected scores re-insert every elite at its mean over {n} re-evaluation episodes "
+        "(cmamae evaluate; the scoring episode not counted)"
+        + (f"; {missing} seed(s) without re-evaluations are left out of them." if missing else "."),
+        "",
+    ]
 
 
 # --------------------------------------------------------------------------- report
@@ -283,7 +351,10 @@ def report(run_dirs, out_dir: str | os.PathLike | None = None, *, force: bool = 
             "to overwrite it or --out to write elsewhere"
         )
     out.mkdir(parents=True, exist_ok=True)
-    table = summary_table(runs)
+    rows = final_rows(runs)
+    reevaluated = rows["reevaluations"].to_numpy()
+    metrics = [m for pair in zip(METRICS, CORRECTED) for m in pair]
+    table = summary_table(runs, metrics if reevaluated.any() else tuple(METRICS))
     n = table.xs("n", axis=1, level="stat").to_numpy(dtype=float).ravel()
     counts = sorted({int(c) for c in n[np.isfinite(n)]})
     if len(counts) == 1:
@@ -305,6 +376,7 @@ def report(run_dirs, out_dir: str | os.PathLike | None = None, *, force: bool = 
         f"Final QD score, coverage and best objective: mean ± standard error over {seeds} "
         "(sample standard deviation / sqrt(seeds); – where there is a single seed).",
         "",
+        *_corrected_note(rows),
         to_markdown(table),
         "Runs:",
         "",
