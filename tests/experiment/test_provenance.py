@@ -325,3 +325,38 @@ def test_checkpoint_written_before_provenance_still_resumes(tmp_path):
         np.testing.assert_array_equal(getattr(resumed, name), getattr(reference, name))
     it = np.asarray(resumed.eval_iteration)[np.asarray(resumed.occupied)]
     assert set(np.unique(it)) <= {-1, 2, 3} and (it == -1).any() and (it >= 2).any()
+
+
+def test_evaluate_interrupted_then_continued_equals_uninterrupted(
+    sphere_run, tmp_path, monkeypatch
+):
+    """Ctrl-C during cmamae evaluate: the episodes done are saved, exit status 130, and
+    running it again finishes with the numbers of an uninterrupted evaluation."""
+    import os
+    import shutil
+    import signal
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run in (a, b):
+        shutil.copytree(sphere_run, run, ignore=shutil.ignore_patterns("evaluation"))
+    assert main(["evaluate", str(a), "--episodes", "4", "--quiet"]) == 0
+
+    save = evaluation._save
+    calls = []
+
+    def save_then_interrupt(*args):
+        save(*args)
+        calls.append(1)
+        if len(calls) == 2:  # after the second episode: as if the user pressed Ctrl-C
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(evaluation, "_save", save_then_interrupt)
+    assert main(["evaluate", str(b), "--episodes", "4", "--quiet"]) == 130
+    assert evaluation.read_summary(b)["episodes_done"] == 2
+    monkeypatch.setattr(evaluation, "_save", save)
+    assert main(["evaluate", str(b), "--episodes", "4", "--quiet"]) == 0
+    for s in range(2):
+        x, y = evaluation.load_seed(a, s), evaluation.load_seed(b, s)
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
