@@ -130,6 +130,16 @@ def test_host_task_on_dask_replays_exactly(tmp_path):
     record = rundir.read_provenance(run)
     assert record["segments"][0]["layout"]["host"] is True
     _assert_all_exact(_reproduce_run(run))
+    # re-evaluated on the Dask evaluator; a re-evaluation episode replays from its reset seed
+    summary = evaluation.evaluate_run(run, episodes=2, quiet=True, workers=1)
+    assert summary["status"] == "finished" and summary["episodes_done"] == 2
+    saved = evaluation.load_seed(run, 0)
+    assert np.isfinite(saved["objectives"]).all() and saved["objectives"].shape[0] == 2
+    assert not np.array_equal(saved["objectives"][0], saved["objectives"][1])  # fresh starts
+    out = replay_lib.replay(run, tmp_path / "replay", episode=1)
+    assert out["episode"]["kind"] == "re-evaluation" and out["reproduced"] is True
+    out = replay_lib.replay(run, tmp_path / "replay")
+    assert out["episode"]["kind"] == "stored" and out["reproduced"] is True
 
 
 # --------------------------------------------------------------------------- re-evaluation
