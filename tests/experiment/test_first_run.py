@@ -105,6 +105,31 @@ def test_at_most_keep_checkpoints_exist_at_any_time(tmp_path, monkeypatch):
     assert [i for i, _ in checkpoint.list_checkpoints(tmp_path)] == [4, 5, 6]
 
 
+def test_a_failed_write_after_resuming_from_an_older_checkpoint_keeps_it(tmp_path, monkeypatch):
+    """Checkpoints 10 (good) and 20 (torn): a run resumed from 10 writes 20 again. If that
+    write fails, 10 must still be there; once it succeeds, the stale files are gone."""
+    checkpoint.save(tmp_path, 10, {"x": jnp.full(3, 10)})
+    torn = checkpoint.save(tmp_path, 20, {"x": jnp.full(3, 20)})
+    torn.write_bytes(torn.read_bytes()[:100])
+    stale = checkpoint.save(tmp_path, 30, {"x": jnp.full(3, 30)}, keep=5)
+    stale.write_bytes(b"torn")
+    template = {"x": jax.ShapeDtypeStruct((3,), jnp.int32)}
+    with pytest.warns(UserWarning):
+        assert checkpoint.load_latest(tmp_path, template)[0] == 10
+
+    def full(path, write):
+        raise checkpoint.DiskFullError(errno.ENOSPC, f"no space left on the device for {path}")
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "atomic_write", full)
+        with pytest.raises(checkpoint.DiskFullError, match="ckpt-000000020"):
+            checkpoint.save(tmp_path, 20, {"x": jnp.full(3, 21)})
+    assert 10 in [i for i, _ in checkpoint.list_checkpoints(tmp_path)]
+    checkpoint.save(tmp_path, 20, {"x": jnp.full(3, 21)})
+    assert [i for i, _ in checkpoint.list_checkpoints(tmp_path)] == [10, 20]
+    assert int(checkpoint.load_latest(tmp_path, template)[1]["x"][0]) == 21
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_files_follow_the_umask(tmp_path, umask):
     old = os.umask(umask)

@@ -201,9 +201,11 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     fsync_dir(path.parent)
 
 
-def _prune(folder, keep: int) -> None:
-    for _, old in list_checkpoints(folder)[:-keep] if keep > 0 else list_checkpoints(folder):
-        old.unlink(missing_ok=True)
+def _prune(folder, keep: int, before: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints of iterations below ``before``."""
+    older = [path for it, path in list_checkpoints(folder) if it < before]
+    for path in older[: max(0, len(older) - keep)]:
+        path.unlink(missing_ok=True)
 
 
 def save(
@@ -215,9 +217,11 @@ def save(
 ) -> Path:
     """Write ``state`` (any pytree of arrays) as the checkpoint after ``iteration`` iterations
     and keep the newest ``keep`` checkpoints (at most ``keep`` exist at any time for
-    ``keep >= 2``: the oldest goes before the new one is written). Leaves equal to
-    ``initial``'s are left out and large mostly-zero leaves stored row-sparse (module
-    docstring). Returns the file's path; DiskFullError when the device is full."""
+    ``keep >= 2``: the oldest goes before the new one is written). Checkpoints of later
+    iterations (a run resumed from an earlier one because they did not load) are deleted once
+    the new file is in place. Leaves equal to ``initial``'s are left out and large mostly-zero
+    leaves stored row-sparse (module docstring). Returns the file's path; DiskFullError when
+    the device is full (the earlier checkpoints are then intact)."""
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ValueError(f"keep must be an integer >= 1, got {keep!r}")
     entries, specs = {}, []
@@ -240,9 +244,12 @@ def save(
     entries["header"] = np.asarray(header)
     path = path_for(folder, iteration)
     if keep >= 2:  # room for the new file among the kept ones, freed before it is written
-        _prune(folder, keep - 1)
+        _prune(folder, keep - 1, before=iteration)
     atomic_write(path, lambda f: np.savez(f, **entries))
-    _prune(folder, keep)
+    for it, stale in list_checkpoints(folder):
+        if it > iteration:
+            stale.unlink(missing_ok=True)
+    _prune(folder, keep - 1, before=iteration)
     return path
 
 
