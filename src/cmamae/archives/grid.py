@@ -28,11 +28,12 @@ class GridArchive(ArchiveBase):
     out-of-range measures (beyond the int32 range after scaling, where pyribs' cast overflows
     and sends them to cell 0) still land in the nearest edge cell.
 
+    It has the attributes of :class:`~cmamae.archives.base.ArchiveBase` and these:
+
     Attributes:
         dims: cells per measure dimension, positive ints.
         ranges: ``(lower, upper)`` per measure dimension, lower < upper.
         epsilon: the rounding slack above, >= 0 (pyribs' default 1e-6).
-        (and those of :class:`~cmamae.archives.base.ArchiveBase`)
     """
 
     dims: tuple[int, ...]

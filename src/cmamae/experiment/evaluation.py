@@ -171,7 +171,8 @@ def reevaluate(
     """Re-evaluate every elite of ``states`` (one result-archive state per run seed).
 
     Args:
-        task, scheduler: the run's.
+        task: the run's task.
+        scheduler: the run's scheduler.
         states: the result archives' states, one per seed.
         episodes: episodes per elite in all (those in ``done`` count).
         seed: the evaluation seed (episode keys: :func:`episode_key`).
@@ -329,7 +330,7 @@ def evaluate_run(
 
     Raises:
         ConfigError / NotARunError: bad arguments, not a run, a run without result archives,
-        or an existing evaluation with other settings (before anything is written).
+            or an existing evaluation with other settings (before anything is written).
     """
     from cmamae import compile_cache
     from cmamae.experiment import progress as progress_lib

@@ -228,7 +228,7 @@ def replay(
 
     Raises:
         ConfigError / NotARunError / ValueError: bad arguments, naming them, before anything
-        is evaluated or written.
+            is evaluated or written.
     """
     config = rundir.read_config(run_dir)
     resolved = ResolvedRun.from_json(config)

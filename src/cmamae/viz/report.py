@@ -1,8 +1,10 @@
 """The paper-style results table and QD-score curves over several run folders.
 
 ``summary_table`` pools the final logged metrics of every seed of every run of one algorithm on
-one task (several runs of the same pair are pooled), and reports mean ± standard error, with
-standard error = sample standard deviation (ddof = 1) / sqrt(count); NaN with one seed.
+one task (several runs of the same pair are pooled; runs of one algorithm that differ in its
+setting overrides are rows of their own, ``sep-cma-mae(sigma0=0.1)``), and reports mean ±
+standard error, with standard error = sample standard deviation (ddof = 1) / sqrt(count); NaN
+with one seed.
 ``report`` writes ``report.md``, ``report.csv`` and ``qd_curves.png`` into a ``report/`` folder
 beside the run folders (:func:`default_out`) or the one given, never over an existing report
 unless told to.
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cmamae import rundir
-from cmamae.viz._common import fmt_mean_se, new_figure, save, task_label
+from cmamae.viz._common import _compact, fmt_mean_se, new_figure, save, task_label
 
 # metric column of metrics.csv -> label in the table (the paper's "QD score, coverage, best").
 METRICS = {"qd_score": "QD score", "coverage": "coverage", "obj_max": "best"}
@@ -77,19 +79,41 @@ def _task_labels(configs: Sequence[dict]) -> list[str]:
     ]
 
 
+def _algo_labels(configs: Sequence[dict]) -> list[str]:
+    """Row label per run: the algorithm name, or name(key=value, ...) with the setting
+    overrides in which runs of that algorithm differ (a sweep's ``sigma0=0.1`` and ``0.3`` are
+    different configurations, not more seeds of one); runs alike in them are pooled."""
+    names = [str(c.get("algo", "?")) for c in configs]
+    overrides = [c.get("setting_overrides") or {} for c in configs]
+    keys: dict[str, set[str]] = {}
+    for name, o in zip(names, overrides):
+        keys.setdefault(name, set()).update(o)
+    values: dict[tuple[str, str], set[str]] = {}
+    for name, o in zip(names, overrides):
+        for key in keys[name]:  # a missing key (the default) is a value of its own
+            value = json.dumps(o[key], sort_keys=True) if key in o else "\0default"
+            values.setdefault((name, key), set()).add(value)
+    labels = []
+    for name, o in zip(names, overrides):
+        differing = sorted(k for k in keys[name] if len(values[(name, k)]) > 1)
+        args = ", ".join(f"{k}={_compact(o[k]) if k in o else 'default'}" for k in differing)
+        labels.append(f"{name}({args})" if args else name)
+    return labels
+
+
 def _runs_frame(run_dirs, final: bool) -> pd.DataFrame:
     """Metric rows of all runs with ``algorithm``, ``task``, ``run`` columns added: the final
     row of each seed (``final``) or every logged row."""
     runs = find_runs(run_dirs)
     configs = [rundir.read_config(r) for r in runs]
-    labels = _task_labels(configs)
+    labels, algos = _task_labels(configs), _algo_labels(configs)
     frames = []
-    for run, config, label in zip(runs, configs, labels):
+    for run, label, algo in zip(runs, labels, algos):
         rows = rundir.final_metrics(run).reset_index() if final else rundir.read_metrics(run)
         if rows.empty:
             warnings.warn(f"run {os.fspath(run)!r} has no logged metrics; left out", stacklevel=3)
             continue
-        rows = rows.assign(algorithm=str(config.get("algo", "?")), task=label, run=str(run))
+        rows = rows.assign(algorithm=algo, task=label, run=str(run))
         frames.append(rows)
     columns = ["algorithm", "task", "run", *rundir.METRIC_COLUMNS]
     if not frames:

@@ -141,7 +141,8 @@ def render_video(
     Args:
         path: the output file without or with a suffix; the suffix is set to the format.
         fps: playback frames per second.
-        width, height: frame size in pixels.
+        width: frame width in pixels.
+        height: frame height in pixels.
         fmt: ``"mp4"``, ``"gif"`` or ``"auto"`` (MP4 when an encoder is found, else GIF).
         camera: ``distance``, ``elevation``, ``azimuth`` of the tracking camera.
         track_body: the body the camera follows (1: the robot's root body).
@@ -150,8 +151,9 @@ def render_video(
         ``{"path", "format", "frames", "fps", "width", "height", "gl_backend"}``.
 
     Raises:
-        ValueError: bad options. RenderUnavailable: no OpenGL backend works (the message
-        names the system packages), or MP4 was asked for and no encoder exists.
+        ValueError: bad options.
+        RenderUnavailable: no OpenGL backend works (the message names the system
+            packages), or MP4 was asked for and no encoder exists.
         RuntimeError: the drawing failed for another reason (the child's error).
     """
     import mujoco
