@@ -1,5 +1,5 @@
-"""The ``cmamae`` command: ``run``, ``report``, ``plot``, ``replay``, ``evaluate``. Thin: it
-parses arguments and calls :mod:`cmamae.experiment` and :mod:`cmamae.viz`.
+"""The ``cmamae`` command: ``run``, ``sweep``, ``report``, ``plot``, ``replay``, ``evaluate``.
+Thin: it parses arguments and calls :mod:`cmamae.experiment` and :mod:`cmamae.viz`.
 
 Bad input (unknown names, bad budgets, a folder that is not a run, an existing run folder without
 ``--force``), an unusable ``MUJOCO_GL`` and a full disk print one line and exit with status 2;
@@ -153,6 +153,47 @@ def _parser() -> argparse.ArgumentParser:
         help="host tasks: worker processes of the local Dask cluster (default: one per core)",
     )
 
+    sw = sub.add_parser(
+        "sweep",
+        help="a grid of runs (tasks x algorithms x setting values), resumable, one report",
+        description="Run every TASK x ALGO x combination of --set values (KEY=A,B is an axis "
+        "of the grid, KEY=A applies to every cell) as a run folder under --out, all seeds of a "
+        "cell batched, then write --out/report/ (the table, mean ± standard error over seeds, "
+        "and the QD-score curves). Every cell is checked before any run starts. Running it "
+        "again (or --resume OUT) keeps finished cells and resumes interrupted ones; Ctrl-C "
+        "stops after the current chunk with status 130.",
+        parents=common,
+    )
+    sw.add_argument("--tasks", help="task names, comma-separated: sphere,arm")
+    sw.add_argument("--algos", help="algorithm names, comma-separated: sep-cma-mae,cma-me")
+    sw.add_argument("--evals", type=int, help="evaluations per seed of every cell")
+    sw.add_argument("--seeds", type=int, help="seeds per cell, run together")
+    sw.add_argument("--seed", type=int, help="base random seed of every cell (default: 0)")
+    sw.add_argument("--preset", help="a named budget for every cell (paper, smoke)")
+    sw.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=V1[,V2...]",
+        help="a setting (sigma0, task.solution_dim, ...; as cmamae run --set) with one value or "
+        "several (an axis of the grid); values are Python literals, write tuples in brackets",
+    )
+    sw.add_argument(
+        "--config",
+        help="a TOML or YAML file: tasks, algos, overrides (a table KEY = [values]), evals, "
+        "seeds, seed, preset, checkpoint_every, log_every, chunk (flags override it)",
+    )
+    sw.add_argument("--out", default="runs/sweep", help="the sweep folder (default: runs/sweep)")
+    sw.add_argument("--resume", metavar="SWEEP_DIR", help="continue the sweep in this folder")
+    sw.add_argument("--checkpoint-every", type=int, help="as cmamae run, for every cell")
+    sw.add_argument("--log-every", type=int, help="as cmamae run, for every cell")
+    sw.add_argument("--chunk", type=int, help="as cmamae run, for every cell")
+    sw.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+    sw.add_argument("--no-plots", action="store_true", help="skip each run's own plots")
+    sw.add_argument("--devices", help="as cmamae run: shard each run over N devices or 'all'")
+    sw.add_argument("--cluster", metavar="tcp://HOST:8786", help="host tasks: a Dask scheduler")
+    sw.add_argument("--workers", type=int, help="host tasks: local Dask worker processes")
+
     rep = sub.add_parser(
         "report", help="the paper-style table and QD-score curves of runs", parents=common
     )
@@ -277,6 +318,43 @@ def _cmd_run(args) -> int:
     return EXIT_INTERRUPTED if outcome.status == "interrupted" else 0
 
 
+def _cmd_sweep(args) -> int:
+    import dataclasses
+
+    from cmamae.experiment import sweep
+    from cmamae.experiment.config import read_file
+    from cmamae.experiment.execution import Execution
+
+    budget = ("evals", "seeds", "seed", "preset", "checkpoint_every", "log_every", "chunk")
+    common = dict(
+        quiet=args.quiet,
+        plots=not args.no_plots,
+        execution=Execution(cluster=args.cluster, workers=args.workers, devices=args.devices),
+    )
+    if args.resume:
+        flags = ("tasks", "algos", "config", *budget)
+        given = [f"--{k.replace('_', '-')}" for k in flags if getattr(args, k) is not None]
+        given += ["--set"] if args.set else []
+        if given:
+            raise UsageError(f"--resume takes the grid from the sweep folder; drop {given}")
+        outcome = sweep.resume_sweep(args.resume, **common)
+    else:
+        base = sweep.Sweep.from_dict(read_file(args.config)) if args.config else None
+        base = base or sweep.Sweep(tasks=(), algos=())
+        changes = {k: getattr(args, k) for k in budget if getattr(args, k) is not None}
+        for k in ("tasks", "algos"):
+            if getattr(args, k) is not None:
+                changes[k] = sweep.split_names(getattr(args, k))
+        changes["overrides"] = {**base.overrides, **sweep.parse_overrides(args.set)}
+        outcome = sweep.run_sweep(dataclasses.replace(base, **changes), args.out, **common)
+    if outcome.status != "finished":
+        return EXIT_INTERRUPTED
+    print(outcome.report["markdown"].read_text())
+    for path in outcome.report.values():
+        print(f"wrote {path}")
+    return 0
+
+
 def _expand_runs(paths: list[str]) -> list[Path]:
     from cmamae import rundir
 
@@ -373,6 +451,7 @@ def _cmd_evaluate(args) -> int:
 
 _COMMANDS = {
     "run": _cmd_run,
+    "sweep": _cmd_sweep,
     "report": _cmd_report,
     "plot": _cmd_plot,
     "replay": _cmd_replay,
