@@ -1,10 +1,10 @@
 """Every algorithm side by side on one locomotion task, same budget: the paper's table, reduced.
 
-Each algorithm runs through the experiment runner (a run folder per algorithm under ``--out``,
-resumable with ``cmamae run --resume``), all seeds batched, then ``cmamae report`` prints the
-table (QD score, coverage, best; mean ± standard error over seeds) and writes the curves.
-Runs already finished in ``--out`` are kept, so an interrupted sweep continues where it
-stopped.
+A sweep (:mod:`cmamae.experiment.sweep`, as ``cmamae sweep``) of one task × the algorithms:
+a run folder per algorithm under ``--out`` (``<task>-<algo>``), all seeds batched, then the
+table (QD score, coverage, best; mean ± standard error over seeds) and the curves in
+``--out/report/``. Running the same command again (or ``cmamae sweep --resume OUT``) keeps the
+finished runs and resumes the others, so an interrupted benchmark continues where it stopped.
 
 A second table gives each algorithm's lowest objective, the prior work's rule for choosing
 ``min_f`` (docs/tasks.md, "How `min_f` was chosen"): the lowest elite objective of its result
@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from cmamae import algorithms, rundir, tasks
-from cmamae.experiment import runner
-from cmamae.experiment.config import RunConfig
-from cmamae.viz import report
+from cmamae import rundir, tasks
+from cmamae.experiment.config import ConfigError
+from cmamae.experiment.sweep import Sweep, run_sweep
 
 LOCOMOTION = ("ant", "halfcheetah", "hopper", "walker2d")
 DEFAULT_ALGORITHMS = (
@@ -61,35 +61,23 @@ def main():
     )
     parser.add_argument("--recheck-resets", type=int, default=1, help="reset states per recheck")
     args = parser.parse_args()
-    unknown = sorted(set(args.algorithms) - set(algorithms.names()))
-    if unknown:
-        parser.error(f"--algorithms: unknown {unknown}; expected some of {algorithms.names()}")
-    if args.task not in tasks.names():
-        parser.error(f"--task: unknown {args.task!r}")
 
-    out = Path(args.out)
-    run_dirs = []
-    for name in args.algorithms:
-        run_dir = out / f"{args.task}{args.episode_length}-{name}"
-        config = RunConfig(
-            task=args.task,
-            algo=name,
-            evals=args.evals,
-            seeds=args.seeds,
-            task_settings={"episode_length": args.episode_length},
-            name=run_dir.name,
-        )
-        if _finished(run_dir):
-            print(f"{name}: kept the finished run in {run_dir}", flush=True)
-        elif (run_dir / rundir.CONFIG).exists():
-            print(f"{name}: resuming {run_dir}", flush=True)
-            runner.resume(run_dir, quiet=True, plots=False)
-        else:
-            print(f"{name}: running into {run_dir}", flush=True)
-            runner.start(config, out, quiet=True, plots=False)
-        run_dirs.append(run_dir)
-    paths = report.report(run_dirs, out / "report")
-    print(report.to_markdown(report.summary_table(run_dirs)))
+    sweep = Sweep(
+        tasks=(args.task,),
+        algos=tuple(args.algorithms),
+        overrides={"task.episode_length": [args.episode_length]},
+        evals=args.evals,
+        seeds=args.seeds,
+    )
+    try:
+        outcome = run_sweep(sweep, args.out, quiet=True, plots=False)
+    except ConfigError as err:  # unknown algorithms, bad budgets: before any run
+        parser.error(str(err))
+    if outcome.status != "finished":
+        sys.exit(130)
+    run_dirs = [cell.run_dir for cell in outcome.cells]
+    paths = outcome.report
+    print(paths["markdown"].read_text())
     print("\nLowest objective in the result archives (docs/tasks.md, how `min_f` was chosen):\n")
     lowest = lowest_objectives(run_dirs)
     if args.recheck_length:
@@ -221,16 +209,6 @@ def lowest_objectives_markdown(rows: list[dict]) -> str:
             f"{worst['recheck_per_step']:.3f} per step."
         )
     return "\n".join(lines)
-
-
-def _finished(run_dir: Path) -> bool:
-    """Whether the run reached its budget (its metrics reach the configured iterations)."""
-    try:
-        config = rundir.read_config(run_dir)
-        metrics = rundir.read_metrics(run_dir)
-    except (rundir.NotARunError, FileNotFoundError, OSError):
-        return False
-    return len(metrics) > 0 and int(metrics["iteration"].max()) >= int(config["iterations"])
 
 
 if __name__ == "__main__":
