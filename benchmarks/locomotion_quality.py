@@ -1,10 +1,11 @@
 """Every algorithm side by side on one locomotion task, same budget: the paper's table, reduced.
 
 A sweep (:mod:`cmamae.experiment.sweep`, as ``cmamae sweep``) of one task × the algorithms:
-a run folder per algorithm under ``--out`` (``<task>-<algo>``), all seeds batched, then the
-table (QD score, coverage, best; mean ± standard error over seeds) and the curves in
-``--out/report/``. Running the same command again (or ``cmamae sweep --resume OUT``) keeps the
-finished runs and resumes the others, so an interrupted benchmark continues where it stopped.
+its folder ``--out/<task><episode length>/`` (so several tasks can share one ``--out``) holds a
+run folder per algorithm (``<task>-<algo>``), all seeds batched, and then the table (QD score,
+coverage, best; mean ± standard error over seeds) and the curves in ``report/``. Running the
+same command again (or ``cmamae sweep --resume FOLDER``) keeps the finished runs and resumes
+the others, so an interrupted benchmark continues where it stopped.
 
 A second table gives each algorithm's lowest objective, the prior work's rule for choosing
 ``min_f`` (docs/tasks.md, "How `min_f` was chosen"): the lowest elite objective of its result
@@ -70,7 +71,8 @@ def main():
         seeds=args.seeds,
     )
     try:
-        outcome = run_sweep(sweep, args.out, quiet=True, plots=False)
+        out = Path(args.out) / f"{args.task}{args.episode_length}"
+        outcome = run_sweep(sweep, out, quiet=True, plots=False)
     except ConfigError as err:  # unknown algorithms, bad budgets: before any run
         parser.error(str(err))
     if outcome.status != "finished":

@@ -358,7 +358,8 @@ def run_sweep(
     from cmamae.viz import report
 
     paths = report.report([c.run_dir for c in cells], out / REPORT_DIR, force=True)
-    log(f"sweep finished: {len(cells)} runs in {os.fspath(out)}; report in {paths['markdown']}")
+    runs = f"{len(cells)} run{'s' if len(cells) != 1 else ''}"
+    log(f"sweep finished: {runs} in {os.fspath(out)}; report in {paths['markdown']}")
     return SweepOutcome(out, "finished", cells, paths)
 
 
