@@ -179,7 +179,11 @@ def reset_state(
     replay. MJX draws the state inside its own program, where XLA may fuse the arithmetic
     differently: equal up to float32 rounding (one unit in the last place seen in ``qvel``).
     """
-    with jax.default_device(jax.devices("cpu")[0]):
+    try:
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError:  # JAX_PLATFORMS without the CPU: the default device
+        cpu = None
+    with jax.default_device(cpu):
         qpos, qvel = _draw(robot, adaptation, float(noise_scale))(key)
     return np.asarray(qpos, np.float64), np.asarray(qvel, np.float64)
 
