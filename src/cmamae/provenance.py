@@ -243,6 +243,14 @@ class Reproduction:
         return bool(same_f and np.array_equal(np.asarray(self.measures, dt), self.stored_measures))
 
     @property
+    def ulps(self) -> float:
+        """The largest gap of objective and measures in units in the last place of the
+        stored values (0 when bit for bit)."""
+        return rounding_ulps(
+            self.objective, self.measures, self.stored_objective, self.stored_measures
+        )
+
+    @property
     def objective_gap(self) -> float:
         return float(self.objective - self.stored_objective)
 
@@ -250,6 +258,26 @@ class Reproduction:
     def measures_gap(self) -> float:
         """Largest absolute difference of a measure."""
         return float(np.max(np.abs(self.measures - self.stored_measures), initial=0.0))
+
+
+#: Replays within this many units in the last place count as float rounding of the same
+#: evaluation (a sum compiled inside the run's fused loop may be ordered differently).
+ROUNDING_ULPS = 8
+
+
+def rounding_ulps(objective, measures, stored_objective, stored_measures) -> float:
+    """The largest gap between replayed and stored values in units in the last place of the
+    stored dtype: the objective's own, the measures' at their largest magnitude (a sum's
+    rounding error scales with its terms, not with a result near zero)."""
+    stored_measures = np.asarray(stored_measures)
+    dt = stored_measures.dtype if np.issubdtype(stored_measures.dtype, np.floating) else np.float32
+    f0 = np.asarray(stored_objective, dt)
+    ulps = abs(float(objective) - float(f0)) / float(np.spacing(np.abs(f0)))
+    if stored_measures.size:
+        scale = np.spacing(np.max(np.abs(stored_measures)).astype(dt))
+        gap = np.max(np.abs(np.asarray(measures, np.float64) - stored_measures.astype(np.float64)))
+        ulps = max(ulps, float(gap / float(scale)))
+    return ulps
 
 
 def reproduce(

@@ -137,10 +137,15 @@ def place(tree, mesh: Mesh | None):
     own devices (``jax.make_array_from_process_local_data``)."""
     if mesh is None:
         return tree
-    sharding = NamedSharding(mesh, PartitionSpec(SEEDS))
-    if not mesh.is_multi_process:
-        return jax.tree_util.tree_map(lambda a: jax.device_put(a, sharding), tree)
-    return jax.tree_util.tree_map(lambda a: _global(a, sharding), tree)
+    put = jax.device_put if not mesh.is_multi_process else _global
+    return jax.tree_util.tree_map(lambda a: put(a, _seed_sharding(mesh, a)), tree)
+
+
+def _seed_sharding(mesh: Mesh, a) -> NamedSharding:
+    """Split along "seeds"; an empty leaf (e.g. the ``(seeds, ψ, 0)`` noise state of
+    ``noise="normal"``) replicated, the placement XLA gives it back anyway."""
+    empty = 0 in getattr(a, "shape", ())
+    return NamedSharding(mesh, PartitionSpec() if empty else PartitionSpec(SEEDS))
 
 
 def _global(a, sharding):
@@ -161,7 +166,11 @@ def keep_placed(tree, mesh: Mesh | None):
     :func:`place`'s sharding, so a compiled chunk returns its states as it takes them (XLA
     would otherwise choose, e.g. split an emitter's stored batch over "solutions", and an
     ahead-of-time compiled chunk refuses states placed differently)."""
-    return tree if mesh is None else _constrain(tree, NamedSharding(mesh, PartitionSpec(SEEDS)))
+    if mesh is None:
+        return tree
+    return jax.tree_util.tree_map(
+        lambda a: jax.lax.with_sharding_constraint(a, _seed_sharding(mesh, a)), tree
+    )
 
 
 def _constrain(tree, sharding):

@@ -131,9 +131,12 @@ def test_report_plot_replay_on_real_runs(tmp_path, capsys):
     m = ",".join(repr(float(v)) for v in np.asarray(state.measures)[cell])
     assert main(["replay", str(runs[0]), "--seed", "1", f"--measures={m}"]) == 0
     record = json.loads(next((runs[0] / "replay").glob(f"*seed1_cell{cell}.json")).read_text())
-    assert record["cell"] == cell and record["reproduced"]
+    # the scoring episode, reproduced; on the benchmark functions up to float rounding of
+    # sums compiled inside the fused loop (docs/tasks.md)
+    assert record["cell"] == cell and record["within_rounding"]
     assert record["episode"]["kind"] == "stored"
-    assert record["replayed"]["objective"] == float(np.asarray(state.objectives)[cell])
+    stored = float(np.asarray(state.objectives)[cell])
+    assert record["replayed"]["objective"] == pytest.approx(stored, rel=1e-6)
 
 
 @pytest.mark.parametrize(
