@@ -35,13 +35,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cmamae._pytree import pytree_dataclass
 from cmamae.emitters.base import Emitter, sample_parents
 from cmamae.emitters.rankers import check_ranker, ranking_fitness
 from cmamae.es.base import EvolutionStrategy
 
-RESTART_RULES = ("basic", "no_improvement")
+RESTART_RULES = ("basic", "no_improvement")  # or an integer n >= 1 (pyribs' third form)
+SELECTION_RULES = ("mu", "filter")
 BATCHING_MODES = ("auto", "vmap", "map")
 # Smallest n at which "auto" picks "map" over "vmap", per ES name (module docstring); other
 # strategies use AUTO_MAP_FROM_DEFAULT.
@@ -59,12 +61,15 @@ class ESEmitterState:
         restarts: ``(ψ,)`` int32 restarts so far per emitter.
         solutions: ``(ψ λ, n)`` the solutions of the last ``ask`` (zeros before the first);
             also the buffer the next ``ask`` writes into, in place when the state is donated.
+        iterations: int32 ``()`` tells so far, kept only for an integer ``restart_rule``
+            (None otherwise, so the states of the other rules have the same leaves as before).
     """
 
     es: Any
     x0: jax.Array
     restarts: jax.Array
     solutions: jax.Array
+    iterations: jax.Array | None = None
 
 
 def batched(fn, mode: str, into: jax.Array | None = None):
@@ -155,9 +160,22 @@ class EvolutionStrategyEmitter(Emitter):
     Attributes:
         strategy: any :mod:`cmamae.es` strategy.
         num_emitters: ψ.
-        ranker: "imp", "2imp" or "obj" (:mod:`cmamae.emitters.rankers`).
-        restart_rule: "basic" (the ES's own convergence test) or "no_improvement" (also restart
-            after an iteration in which none of the emitter's solutions entered the archive).
+        ranker: "imp", "2imp" or "obj" (:mod:`cmamae.emitters.rankers`). pyribs' emitter
+            defaults to "2imp".
+        restart_rule: "basic" (the default: the ES's own convergence test), "no_improvement"
+            (also restart after an iteration in which none of the emitter's solutions entered
+            the archive; pyribs' default) or an integer n >= 1 (also restart on every n-th
+            tell, counted from the emitter's creation and not reset by restarts, as pyribs'
+            ``itrs % n == 0``).
+        selection_rule: which solutions the ES recombines. "mu" (the default): its own ⌊λ/2⌋
+            best by the ranker (CMA-ES adds its negative weights). "filter" (pyribs' default):
+            m = the number of the emitter's solutions the archive accepted (status > 0) and
+            the m best by the ranker are recombined with weights and rates recomputed for m;
+            m = 0 leaves the distribution unchanged (:mod:`cmamae.es._selection`). With
+            "2imp", or "imp" and a finite ``threshold_min``, those m are exactly the accepted
+            solutions; with "obj" (or "imp" when a new cell's value is its objective) they are
+            the m best by that order, accepted or not, as in pyribs. Only for strategies with
+            weighted recombination (CMA-ES, sep-CMA-ES, LM-MA-ES); OpenAI-ES is refused.
         batching: "auto" (default; the rule in the module docstring), "vmap" or "map" over
             the ψ instances. All three give the same results up to float rounding.
     """
@@ -165,8 +183,9 @@ class EvolutionStrategyEmitter(Emitter):
     strategy: EvolutionStrategy
     num_emitters: int = 1
     ranker: str = "imp"
-    restart_rule: str = "basic"
+    restart_rule: str | int = "basic"
     batching: str = "auto"
+    selection_rule: str = "mu"
 
     def __post_init__(self):
         if not isinstance(self.strategy, EvolutionStrategy):
@@ -174,16 +193,37 @@ class EvolutionStrategyEmitter(Emitter):
         if not isinstance(self.num_emitters, int) or self.num_emitters < 1:
             raise ValueError(f"num_emitters must be an integer >= 1, got {self.num_emitters!r}")
         check_ranker(self.ranker)
-        if self.restart_rule not in RESTART_RULES:
+        if not (self.restart_every or self.restart_rule in RESTART_RULES):
             raise ValueError(
-                f"restart_rule must be one of {RESTART_RULES}, got {self.restart_rule!r}"
+                f"restart_rule must be one of {RESTART_RULES} or an integer >= 1, "
+                f"got {self.restart_rule!r}"
+            )
+        if self.selection_rule not in SELECTION_RULES:
+            raise ValueError(
+                f"selection_rule must be one of {SELECTION_RULES}, got {self.selection_rule!r}"
+            )
+        if self.selection_rule == "filter" and not self.strategy.weighted_recombination:
+            raise ValueError(
+                f"selection_rule 'filter' needs a strategy that recombines selected parents "
+                f"(cma-es, sep-cma-es, lm-ma-es); {self.strategy.name} weighs all its "
+                "solutions by centered rank, so there is nothing to filter (pyribs accepts the "
+                "setting for its OpenAI-ES and ignores it); use selection_rule='mu'"
             )
         if self.batching not in BATCHING_MODES:
             raise ValueError(f"batching must be one of {BATCHING_MODES}, got {self.batching!r}")
 
     @property
     def batch_size(self) -> int:
+        """ψ λ solutions per ``ask``."""
         return self.num_emitters * self.strategy.popsize
+
+    @property
+    def restart_every(self) -> int | None:
+        """n for an integer ``restart_rule`` (restart on every n-th tell), else None."""
+        rule = self.restart_rule
+        if isinstance(rule, (int, np.integer)) and not isinstance(rule, bool) and rule >= 1:
+            return int(rule)
+        return None
 
     def resolved_batching(self, n: int) -> str:
         """The batching mode ("vmap" or "map") used for solutions of dimension ``n``:
@@ -194,6 +234,7 @@ class EvolutionStrategyEmitter(Emitter):
         return "map" if n >= threshold else "vmap"
 
     def init(self, key, x0) -> ESEmitterState:
+        """ψ ES states with mean ``x0`` ``(n,)``, each from its own key."""
         keys = jax.random.split(key, self.num_emitters)
         es = jax.vmap(self.strategy.init, in_axes=(0, None))(keys, x0)
         x0 = jnp.asarray(x0)
@@ -202,25 +243,37 @@ class EvolutionStrategyEmitter(Emitter):
             x0=x0,
             restarts=jnp.zeros(self.num_emitters, jnp.int32),
             solutions=jnp.zeros((self.batch_size, x0.shape[0]), es.mean.dtype),
+            iterations=None if self.restart_every is None else jnp.zeros((), jnp.int32),
         )
 
     def ask(self, key, state, archive=None, archive_state=None):
+        """``(ψ λ, n)`` solutions, emitter i's in rows ``[i λ, (i + 1) λ)``."""
         keys = jax.random.split(key, self.num_emitters)
         mode = self.resolved_batching(state.solutions.shape[1])
         x, es = batched(self.strategy.ask, mode, into=state.solutions)(keys, state.es)
         return x, state.replace(es=es, solutions=x)
 
     def tell(self, key, state, archive, archive_state, solutions, objectives, measures, info):
+        """Rank, tell each ES (its parents chosen by ``selection_rule``), and restart the
+        emitters whose ES converged or whose ``restart_rule`` fired."""
         psi, lam = self.num_emitters, self.strategy.popsize
         valid = jnp.isfinite(objectives) & jnp.all(jnp.isfinite(measures), axis=-1)
         fitness = ranking_fitness(self.ranker, objectives, info.status, info.value, valid)
         mode = self.resolved_batching(solutions.shape[1])
-        es = batched(self.strategy.tell, mode)(
-            state.es, solutions.reshape(psi, lam, -1), fitness.reshape(psi, lam)
-        )
+        # pyribs' new_sols: how many of each emitter's solutions the archive accepted.
+        accepted = jnp.sum(info.status.reshape(psi, lam) > 0, axis=1, dtype=jnp.int32)
+        told = (state.es, solutions.reshape(psi, lam, -1), fitness.reshape(psi, lam))
+        if self.selection_rule == "filter":
+            es = batched(self.strategy.tell, mode)(*told, accepted)
+        else:
+            es = batched(self.strategy.tell, mode)(*told)
         restart = batched(self.strategy.converged, mode)(es)
+        iterations = state.iterations
         if self.restart_rule == "no_improvement":
-            restart = restart | ~jnp.any(info.status.reshape(psi, lam) > 0, axis=1)
+            restart = restart | (accepted == 0)
+        elif self.restart_every is not None:
+            iterations = iterations + 1
+            restart = restart | (iterations % self.restart_every == 0)
 
         # Line 18-20 of Algorithm 1: a restarted emitter starts over from a random elite.
         def restart_some(adapted):
@@ -243,4 +296,6 @@ class EvolutionStrategyEmitter(Emitter):
             jnp.any(restart), restart_some, lambda adapted: adapted, es.replace(noise=None)
         )
         es = adapted.replace(noise=es.noise)
-        return state.replace(es=es, restarts=state.restarts + restart.astype(jnp.int32))
+        return state.replace(
+            es=es, restarts=state.restarts + restart.astype(jnp.int32), iterations=iterations
+        )

@@ -153,10 +153,13 @@ def csa_update(ps, sigma, whitened_step, generation, dtype, *, cs, damps, mueff,
 
     ``whitened_step`` is C^{-1/2} <y>_w and ``generation`` the count g + 1 after this update.
     Returns the new p_σ, σ and h_σ (as a ``dtype`` 0/1 scalar). Hansen (2016), Eqs. 43-44;
-    the exponent is clipped at 1, as pycma does.
+    the exponent is clipped at 1, as pycma does. ``cs``, ``damps``, ``mueff`` are Python
+    floats, or traced scalars when they depend on the number of parents (selection "filter").
     """
     n = ps.shape[-1]
-    ps = (1 - cs) * ps + math.sqrt(cs * (2 - cs) * mueff) * whitened_step  # Eq. 43
+    coef = cs * (2 - cs) * mueff
+    coef = math.sqrt(coef) if isinstance(coef, float) else jnp.sqrt(coef)
+    ps = (1 - cs) * ps + coef * whitened_step  # Eq. 43
     ps_norm = jnp.linalg.norm(ps)
     sigma = sigma * jnp.exp(jnp.minimum(1.0, (cs / damps) * (ps_norm / chi_n - 1)))  # Eq. 44
     # h_σ (below Eq. 45): ‖p_σ‖ / √(1 − (1 − c_σ)^{2(g+1)}) < (1.4 + 2/(n+1)) E‖N(0, I)‖

@@ -34,6 +34,9 @@ class EvolutionStrategy(abc.ABC):
     noise: str = "auto"
 
     name: ClassVar[str] = ""
+    #: Whether ``tell`` recombines the best solutions with rank weights and so accepts
+    #: ``num_parents`` (pyribs' selection rule "filter"; :mod:`cmamae.es._selection`).
+    weighted_recombination: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -58,9 +61,15 @@ class EvolutionStrategy(abc.ABC):
         """Sample ``popsize`` solutions, shape ``(popsize, n)``."""
 
     @abc.abstractmethod
-    def tell(self, state: Any, solutions: jax.Array, fitness: jax.Array) -> Any:
+    def tell(self, state: Any, solutions: jax.Array, fitness: jax.Array, num_parents=None) -> Any:
         """Update from ``solutions`` ``(popsize, n)`` and ``fitness`` ``(popsize,)``, higher is
-        better; NaN fitness ranks last."""
+        better; NaN fitness ranks last.
+
+        ``num_parents`` (only where :attr:`weighted_recombination`): None, the strategy's own
+        selection (the ⌊λ/2⌋ best; pyribs' rule "mu"), or an int32 scalar m in [0, λ], which
+        may be traced: the m best are recombined with weights and rates recomputed for m, and
+        m = 0 leaves the distribution unchanged (pyribs' rule "filter",
+        :mod:`cmamae.es._selection`)."""
 
     @abc.abstractmethod
     def converged(self, state: Any) -> jax.Array:

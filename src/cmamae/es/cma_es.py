@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmamae._pytree import pytree_dataclass
-from cmamae.es import _common
+from cmamae.es import _common, _selection
 from cmamae.es.base import EvolutionStrategy
 
 # pyribs' stopping tolerances (ribs/emitters/opt/_cma_es.py, ``check_stop``; from pycma).
@@ -88,6 +88,20 @@ class CMAParameters:
     eigen_gap: int
 
 
+def _rates(mueff: float, n: int) -> dict[str, float]:
+    """Learning rates and damping for selection mass ``mueff`` in dimension ``n`` (Table 1)."""
+    alpha_cov = 2.0
+    c1 = alpha_cov / ((n + 1.3) ** 2 + mueff)  # Eq. 57
+    cmu = min(  # Eq. 58
+        1 - c1,
+        alpha_cov * (0.25 + mueff + 1 / mueff - 2) / ((n + 2) ** 2 + alpha_cov * mueff / 2),
+    )
+    cc = (4 + mueff / n) / (n + 4 + 2 * mueff / n)  # Eq. 56
+    cs = (mueff + 2) / (n + mueff + 5)  # Eq. 55
+    damps = 1 + 2 * max(0.0, math.sqrt((mueff - 1) / (n + 1)) - 1) + cs  # Eq. 55
+    return dict(c1=c1, cmu=cmu, cc=cc, cs=cs, damps=damps)
+
+
 @functools.lru_cache(maxsize=64)
 def cma_parameters(popsize: int, n: int) -> CMAParameters:
     """Default strategy parameters for population size ``popsize`` in dimension ``n``."""
@@ -98,16 +112,8 @@ def cma_parameters(popsize: int, n: int) -> CMAParameters:
     mueff = float(pos.sum() ** 2 / (pos**2).sum())
     neg_abs_sum = float(np.abs(neg).sum())
     mueff_minus = float(neg.sum() ** 2 / (neg**2).sum()) if neg_abs_sum > 0 else 0.0
-
-    alpha_cov = 2.0
-    c1 = alpha_cov / ((n + 1.3) ** 2 + mueff)  # Eq. 57
-    cmu = min(  # Eq. 58
-        1 - c1,
-        alpha_cov * (0.25 + mueff + 1 / mueff - 2) / ((n + 2) ** 2 + alpha_cov * mueff / 2),
-    )
-    cc = (4 + mueff / n) / (n + 4 + 2 * mueff / n)  # Eq. 56
-    cs = (mueff + 2) / (n + mueff + 5)  # Eq. 55
-    damps = 1 + 2 * max(0.0, math.sqrt((mueff - 1) / (n + 1)) - 1) + cs  # Eq. 55
+    r = _rates(mueff, n)
+    c1, cmu, cc, cs, damps = r["c1"], r["cmu"], r["cc"], r["cs"], r["damps"]
 
     # Eq. 53: positive weights sum to 1; negative ones are scaled by min(α_μ⁻, α_μeff⁻, α_posdef⁻).
     alpha_mu_minus = 1 + c1 / cmu
@@ -134,6 +140,20 @@ def cma_parameters(popsize: int, n: int) -> CMAParameters:
         chi_n=_common.expected_norm(n),
         eigen_gap=eigen_gap,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def cma_parent_table(popsize: int, n: int) -> _selection.ParentTable:
+    """Per-m weights and rates for selection "filter" (m parents, positive weights only, as
+    pyribs): row m has pyribs' weights for m parents, μ_eff and :func:`_rates` of that μ_eff,
+    the coefficient √(c_c (2 − c_c) μ_eff) of Eq. 45, and Σ w = 1."""
+
+    def values(mueff: float) -> dict[str, float]:
+        r = _rates(mueff, n)
+        pc_coef = math.sqrt(r["cc"] * (2 - r["cc"]) * mueff)
+        return dict(r, pc_coef=pc_coef, weight_sum=1.0)
+
+    return _selection.parent_table(popsize, values)
 
 
 @pytree_dataclass
@@ -187,6 +207,7 @@ class CMAES(EvolutionStrategy):
     """
 
     name: ClassVar[str] = "cma-es"
+    weighted_recombination: ClassVar[bool] = True
 
     def parameters(self, n: int) -> CMAParameters:
         """Strategy parameters (weights, learning rates) in dimension ``n``."""
@@ -220,13 +241,36 @@ class CMAES(EvolutionStrategy):
         x = state.mean + state.sigma * y  # Eq. 40
         return x, state
 
-    def tell(self, state: CMAESState, solutions: jax.Array, fitness: jax.Array) -> CMAESState:
+    def parent_table(self, n: int) -> _selection.ParentTable:
+        """Weights and rates per number of parents m (selection "filter") in dimension ``n``."""
+        return cma_parent_table(self.popsize, int(n))
+
+    def tell(
+        self, state: CMAESState, solutions: jax.Array, fitness: jax.Array, num_parents=None
+    ) -> CMAESState:
+        """Eqs. 41-47 from the ranked solutions. ``num_parents``: None recombines the ⌊λ/2⌋
+        best with the active weights of Eq. 53; an int32 m (pyribs' "filter") the m best with
+        pyribs' positive weights for m and no negative ones (see the base class)."""
         n = state.mean.shape[-1]
         solutions, fitness = _common.check_tell_args(self.popsize, n, solutions, fitness)
         p = self.parameters(n)
         dtype = state.mean.dtype
         tiny = jnp.finfo(dtype).tiny
-        w = jnp.asarray(p.weights, dtype)
+        if num_parents is None:
+            w, mu = jnp.asarray(p.weights, dtype), p.mu
+            r = dict(
+                mueff=p.mueff,
+                cs=p.cs,
+                damps=p.damps,
+                cc=p.cc,
+                c1=p.c1,
+                cmu=p.cmu,
+                pc_coef=math.sqrt(p.cc * (2 - p.cc) * p.mueff),
+                weight_sum=float(p.weights.sum()),
+            )
+        else:
+            num_parents = _selection.check_num_parents(num_parents, self.popsize)
+            (w, r), mu = self.parent_table(n).row(num_parents, dtype), self.popsize
 
         order = _common.rank_order(fitness)
         y = (solutions.astype(dtype)[order] - state.mean) / state.sigma  # y_{i:λ}, best first
@@ -234,7 +278,7 @@ class CMAES(EvolutionStrategy):
         def inv_sqrt_c(v):  # C^{-1/2} v = B D^{-1} Bᵀ v, for rows v
             return ((v @ state.B) / state.D) @ state.B.T
 
-        y_w = w[: p.mu] @ y[: p.mu]  # Eq. 41
+        y_w = w[:mu] @ y[:mu]  # Eq. 41
         mean = state.mean + p.cm * state.sigma * y_w  # Eq. 42
 
         generation = state.generation + 1
@@ -244,19 +288,19 @@ class CMAES(EvolutionStrategy):
             inv_sqrt_c(y_w),
             generation,
             dtype,
-            cs=p.cs,
-            damps=p.damps,
-            mueff=p.mueff,
+            cs=r["cs"],
+            damps=r["damps"],
+            mueff=r["mueff"],
             chi_n=p.chi_n,
         )
-        pc = (1 - p.cc) * state.pc + hsig * math.sqrt(p.cc * (2 - p.cc) * p.mueff) * y_w  # Eq. 45
+        pc = (1 - r["cc"]) * state.pc + hsig * r["pc_coef"] * y_w  # Eq. 45
 
         z_norm2 = jnp.sum(inv_sqrt_c(y) ** 2, axis=1)
         w_circ = jnp.where(w >= 0, w, w * n / jnp.maximum(z_norm2, tiny))  # Eq. 46
-        delta_h = (1 - hsig) * p.cc * (2 - p.cc)
-        decay = 1 + p.c1 * delta_h - p.c1 - p.cmu * float(p.weights.sum())
+        delta_h = (1 - hsig) * r["cc"] * (2 - r["cc"])
+        decay = 1 + r["c1"] * delta_h - r["c1"] - r["cmu"] * r["weight_sum"]
         C = (
-            decay * state.C + p.c1 * jnp.outer(pc, pc) + p.cmu * (y.T * w_circ) @ y  # Eq. 47
+            decay * state.C + r["c1"] * jnp.outer(pc, pc) + r["cmu"] * (y.T * w_circ) @ y  # Eq. 47
         )
         C = 0.5 * (C + C.T)
 
@@ -270,7 +314,7 @@ class CMAES(EvolutionStrategy):
                 lambda: (state.B, state.D, state.eigen_generation),
             )
 
-        return CMAESState(
+        updated = CMAESState(
             mean=mean,
             sigma=sigma,
             C=C,
@@ -282,6 +326,9 @@ class CMAES(EvolutionStrategy):
             eigen_generation=eigen_generation,
             fitness_range=_common.fitness_range(fitness).astype(dtype),
             noise=state.noise,
+        )
+        return _selection.hold_without_parents(
+            num_parents, updated, state, ("generation", "fitness_range")
         )
 
     def converged(self, state: CMAESState) -> jax.Array:

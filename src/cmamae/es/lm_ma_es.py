@@ -45,6 +45,7 @@ or the mean is no longer finite.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar
 
@@ -53,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmamae._pytree import pytree_dataclass
-from cmamae.es import _common
+from cmamae.es import _common, _selection
 from cmamae.es.base import EvolutionStrategy
 
 SIGMA_STOP = 1e-12
@@ -89,6 +90,21 @@ def default_k(n: int) -> int:
     return 4 + int(math.floor(3 * math.log(n)))
 
 
+@functools.lru_cache(maxsize=64)
+def _lm_parent_table(popsize: int, n: int, k: int) -> _selection.ParentTable:
+    """:meth:`LMMAES.parent_table` for λ = ``popsize``, dimension ``n`` and k vectors."""
+    c_sigma = 2.0 * popsize / n
+    c_c = popsize / (4.0 ** np.arange(k, dtype=np.float64) * n)
+
+    def values(mu_w: float) -> dict[str, float | np.ndarray]:
+        return dict(
+            path_coef=math.sqrt(mu_w * c_sigma * (2.0 - c_sigma)),
+            vec_coef=np.sqrt(mu_w * c_c * (2.0 - c_c)),
+        )
+
+    return _selection.parent_table(popsize, values)
+
+
 @dataclasses.dataclass(frozen=True)
 class LMMAES(EvolutionStrategy):
     """LM-MA-ES (Loshchilov, Glasmachers & Beyer 2019), maximizing.
@@ -103,6 +119,7 @@ class LMMAES(EvolutionStrategy):
     k: int | None = None
 
     name: ClassVar[str] = "lm-ma-es"
+    weighted_recombination: ClassVar[bool] = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -137,6 +154,12 @@ class LMMAES(EvolutionStrategy):
             c_c=jnp.asarray(c_c, dtype),
             vec_coef=jnp.asarray(np.sqrt(mu_w * c_c * (2.0 - c_c)), dtype),
         )
+
+    def parent_table(self, n: int) -> _selection.ParentTable:
+        """Weights per number of parents m (selection "filter") in dimension ``n``, with
+        μ_w = μ_eff of those weights and the two coefficients built from it (Alg. 1 lines
+        10-12); c_σ, c_d and c_c depend on λ only, as in pyribs."""
+        return _lm_parent_table(self.popsize, int(n), self.num_vectors(n))
 
     def _factors(self, state: LMMAESState):
         """(a_j, b_j) with F_j = a_j I + b_j m_j m_jᵀ; identity (1, 0) for inactive j >= t."""
@@ -217,14 +240,22 @@ class LMMAES(EvolutionStrategy):
         d = self.transform(state, z)  # Alg. 1 lines 6-8
         return state.mean[None, :] + state.sigma * d, state  # Alg. 1 line 9: y + σ d
 
-    def tell(self, state: LMMAESState, solutions: jax.Array, fitness: jax.Array) -> LMMAESState:
-        """Alg. 1 lines 10-15 from the ranked solutions; higher fitness is better."""
+    def tell(
+        self, state: LMMAESState, solutions: jax.Array, fitness: jax.Array, num_parents=None
+    ) -> LMMAESState:
+        """Alg. 1 lines 10-15 from the ranked solutions; higher fitness is better.
+        ``num_parents``: None recombines the ⌊λ/2⌋ best; an int32 m (pyribs' "filter") the m
+        best with weights and μ_w for m (base class)."""
         n = state.mean.shape[0]
         dtype = state.mean.dtype
         solutions, fitness = _common.check_tell_args(self.popsize, n, solutions, fitness)
         solutions = solutions.astype(dtype)
         c = self._constants(n, dtype)
         mu, w = c["mu"], c["weights"]
+        if num_parents is not None:
+            num_parents = _selection.check_num_parents(num_parents, self.popsize)
+            w, row = self.parent_table(n).row(num_parents, dtype)
+            mu, c = self.popsize, dict(c, path_coef=row["path_coef"], vec_coef=row["vec_coef"])
 
         order = _common.rank_order(fitness)  # best first, NaN last
 
@@ -245,7 +276,7 @@ class LMMAES(EvolutionStrategy):
         mean = state.mean + step
         # Alg. 1 line 14: σ ← σ exp(c_σ/2 (‖p_σ‖²/n - 1))
         sigma = state.sigma * jnp.exp(c_sigma / 2 * (jnp.sum(p_sigma**2) / n - 1))
-        return state.replace(
+        updated = state.replace(
             mean=mean,
             sigma=sigma.astype(dtype),
             p_sigma=p_sigma,
@@ -253,6 +284,7 @@ class LMMAES(EvolutionStrategy):
             t=state.t + 1,  # Alg. 1 line 15
             fitness_range=_common.fitness_range(fitness).astype(dtype),
         )
+        return _selection.hold_without_parents(num_parents, updated, state, ("t", "fitness_range"))
 
     def converged(self, state: LMMAESState) -> jax.Array:
         """pyribs' check_stop: σ < 1e-12 or flat fitness (< 1e-12); also σ or mean non-finite."""

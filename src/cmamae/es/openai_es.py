@@ -138,8 +138,18 @@ class OpenAIES(EvolutionStrategy):
         x = state.mean + state.sigma * (mirror * eps[None])
         return x.reshape(self.popsize, n), state
 
-    def tell(self, state: OpenAIESState, solutions: jax.Array, fitness: jax.Array) -> OpenAIESState:
-        """One Adam step along the centered-rank search gradient; higher fitness is better."""
+    def tell(
+        self, state: OpenAIESState, solutions: jax.Array, fitness: jax.Array, num_parents=None
+    ) -> OpenAIESState:
+        """One Adam step along the centered-rank search gradient; higher fitness is better.
+
+        ``num_parents`` must be None: the gradient weighs all λ solutions by centered rank,
+        so there are no parents to select (pyribs' OpenAI-ES ignores its ``num_parents``)."""
+        if num_parents is not None:
+            raise ValueError(
+                "num_parents must be None for OpenAI-ES: its gradient uses the centered ranks "
+                f"of all popsize solutions, not a selection of parents; got {num_parents!r}"
+            )
         lam = self.popsize
         h = lam // 2
         n = state.mean.shape[0]

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmamae._pytree import pytree_dataclass
-from cmamae.es import _common
+from cmamae.es import _common, _selection
 from cmamae.es.base import EvolutionStrategy
 from cmamae.es.cma_es import AREA_LIMIT, CONDITION_LIMIT, FLAT_FITNESS_LIMIT
 
@@ -63,18 +63,25 @@ class SepCMAParameters:
     chi_n: float
 
 
-@functools.lru_cache(maxsize=64)
-def sep_cma_parameters(popsize: int, n: int) -> SepCMAParameters:
-    """Default sep-CMA-ES parameters for population size ``popsize`` in dimension ``n``."""
-    mu = popsize // 2
-    weights = _common.log_weights(popsize, mu)  # Eq. 49, normalized as in Eq. 53
-    mueff = _common.mu_eff(weights)
+def _rates(mueff: float, n: int) -> dict[str, float]:
+    """Learning rates and damping for selection mass ``mueff`` in dimension ``n``."""
     cs = (mueff + 2) / (n + mueff + 5)  # Eq. 55
     damps = 1 + 2 * max(0.0, math.sqrt((mueff - 1) / (n + 1)) - 1) + cs  # Eq. 55
     # Separable learning rates (Ros & Hansen 2008, in pycma's form; module docstring).
     cc = (1 + 1 / n + mueff / n) / (math.sqrt(n) + 1 / n + 2 * mueff / n)
     c1 = 1 / (n + 2 * math.sqrt(n) + mueff / n)
     cmu = min(1 - c1, (0.25 + mueff + 1 / mueff - 2) / (n + 4 * math.sqrt(n) + mueff / 2))
+    return dict(cs=cs, damps=damps, cc=cc, c1=c1, cmu=cmu)
+
+
+@functools.lru_cache(maxsize=64)
+def sep_cma_parameters(popsize: int, n: int) -> SepCMAParameters:
+    """Default sep-CMA-ES parameters for population size ``popsize`` in dimension ``n``."""
+    mu = popsize // 2
+    weights = _common.log_weights(popsize, mu)  # Eq. 49, normalized as in Eq. 53
+    mueff = _common.mu_eff(weights)
+    r = _rates(mueff, n)
+    cs, damps, cc, c1, cmu = r["cs"], r["damps"], r["cc"], r["c1"], r["cmu"]
     return SepCMAParameters(
         n=n,
         popsize=popsize,
@@ -89,6 +96,18 @@ def sep_cma_parameters(popsize: int, n: int) -> SepCMAParameters:
         cmu=cmu,
         chi_n=_common.expected_norm(n),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def sep_cma_parent_table(popsize: int, n: int) -> _selection.ParentTable:
+    """Per-m weights and rates for selection "filter": row m has pyribs' weights for m
+    parents, μ_eff and :func:`_rates` of that μ_eff, and √(c_c (2 − c_c) μ_eff) (Eq. 45)."""
+
+    def values(mueff: float) -> dict[str, float]:
+        r = _rates(mueff, n)
+        return dict(r, pc_coef=math.sqrt(r["cc"] * (2 - r["cc"]) * mueff))
+
+    return _selection.parent_table(popsize, values)
 
 
 @pytree_dataclass
@@ -127,6 +146,7 @@ class SepCMAES(EvolutionStrategy):
     """
 
     name: ClassVar[str] = "sep-cma-es"
+    weighted_recombination: ClassVar[bool] = True
 
     def parameters(self, n: int) -> SepCMAParameters:
         """Strategy parameters (weights, learning rates) in dimension ``n``."""
@@ -155,12 +175,33 @@ class SepCMAES(EvolutionStrategy):
         x = state.mean + state.sigma * (jnp.sqrt(state.C) * z)  # Eqs. 39-40, D = √diag(C)
         return x, state
 
-    def tell(self, state: SepCMAESState, solutions: jax.Array, fitness: jax.Array) -> SepCMAESState:
+    def parent_table(self, n: int) -> _selection.ParentTable:
+        """Weights and rates per number of parents m (selection "filter") in dimension ``n``."""
+        return sep_cma_parent_table(self.popsize, int(n))
+
+    def tell(
+        self, state: SepCMAESState, solutions: jax.Array, fitness: jax.Array, num_parents=None
+    ) -> SepCMAESState:
+        """Eqs. 41-47 with a diagonal C. ``num_parents``: None recombines the ⌊λ/2⌋ best; an
+        int32 m (pyribs' "filter") the m best with weights and rates for m (base class)."""
         n = state.mean.shape[-1]
         solutions, fitness = _common.check_tell_args(self.popsize, n, solutions, fitness)
         p = self.parameters(n)
         dtype = state.mean.dtype
-        w = jnp.asarray(p.weights, dtype)
+        if num_parents is None:
+            w, mu = jnp.asarray(p.weights, dtype), p.mu
+            r = dict(
+                mueff=p.mueff,
+                cs=p.cs,
+                damps=p.damps,
+                cc=p.cc,
+                c1=p.c1,
+                cmu=p.cmu,
+                pc_coef=math.sqrt(p.cc * (2 - p.cc) * p.mueff),
+            )
+        else:
+            num_parents = _selection.check_num_parents(num_parents, self.popsize)
+            (w, r), mu = self.parent_table(n).row(num_parents, dtype), self.popsize
 
         order = _common.rank_order(fitness)  # best first, NaN last
         solutions = solutions.astype(dtype)
@@ -174,7 +215,7 @@ class SepCMAES(EvolutionStrategy):
         # μ rows instead of one pass over both accumulators per row (at n = 20,000, λ = 40:
         # 0.6 instead of 1.1 ms per tell of 5 instances on the 2-core CPU).
         zeros = jnp.zeros_like(state.mean)
-        x_w, y2_w = _common.row_loop(p.mu, recombine, (zeros, zeros))
+        x_w, y2_w = _common.row_loop(mu, recombine, (zeros, zeros))
         y_w = (x_w - state.mean) / state.sigma  # Eq. 41, as Σ w_i = 1
         mean = state.mean + p.cm * state.sigma * y_w  # Eq. 42
 
@@ -185,21 +226,21 @@ class SepCMAES(EvolutionStrategy):
             y_w / jnp.sqrt(state.C),  # C^{-1/2} <y>_w, C^{-1/2} = diag(C)^{-1/2}
             generation,
             dtype,
-            cs=p.cs,
-            damps=p.damps,
-            mueff=p.mueff,
+            cs=r["cs"],
+            damps=r["damps"],
+            mueff=r["mueff"],
             chi_n=p.chi_n,
         )
-        pc = (1 - p.cc) * state.pc + hsig * math.sqrt(p.cc * (2 - p.cc) * p.mueff) * y_w  # Eq. 45
+        pc = (1 - r["cc"]) * state.pc + hsig * r["pc_coef"] * y_w  # Eq. 45
 
-        delta_h = (1 - hsig) * p.cc * (2 - p.cc)
+        delta_h = (1 - hsig) * r["cc"] * (2 - r["cc"])
         C = (
-            (1 + p.c1 * delta_h - p.c1 - p.cmu) * state.C  # Σ w = 1 (positive weights only)
-            + p.c1 * pc**2
-            + p.cmu * y2_w  # Eq. 47, diagonal only
+            (1 + r["c1"] * delta_h - r["c1"] - r["cmu"]) * state.C  # Σ w = 1 (positive only)
+            + r["c1"] * pc**2
+            + r["cmu"] * y2_w  # Eq. 47, diagonal only
         )
 
-        return SepCMAESState(
+        updated = SepCMAESState(
             mean=mean,
             sigma=sigma,
             C=C,
@@ -208,6 +249,9 @@ class SepCMAES(EvolutionStrategy):
             generation=generation,
             fitness_range=_common.fitness_range(fitness).astype(dtype),
             noise=state.noise,
+        )
+        return _selection.hold_without_parents(
+            num_parents, updated, state, ("generation", "fitness_range")
         )
 
     def converged(self, state: SepCMAESState) -> jax.Array:
