@@ -2,12 +2,13 @@
 
 ``import mujoco`` sets up OpenGL from ``MUJOCO_GL``: an unknown value raises, and
 ``MUJOCO_GL=osmesa`` (or ``egl``) without the system library fails deep inside PyOpenGL.
-cmamae imports ``mujoco`` (through its locomotion tasks) whenever it is imported, yet none of
-its physics needs OpenGL (videos are drawn in a child process that picks its own backend,
-:mod:`cmamae.viz.video`). So :func:`import_mujoco`, run first by ``import cmamae``, checks the
-setting; when it is unusable it imports ``mujoco`` with OpenGL off (the user's ``MUJOCO_GL``
-is restored right after) and keeps a one-line :class:`GLBackendError` that :func:`check`
-raises: the command line reports it and exits with status 2.
+cmamae imports ``mujoco`` when a locomotion task is first built, yet none of its physics
+needs OpenGL (videos are drawn in a child process that picks its own backend,
+:mod:`cmamae.viz.video`). So :func:`import_mujoco`, which the locomotion tasks call before
+anything imports ``mujoco``, checks the setting; when it is unusable it imports ``mujoco``
+with OpenGL off (the user's ``MUJOCO_GL`` is restored right after). The command line calls
+:func:`check` first: an unusable setting is one line and exit status 2. ``import cmamae``
+itself imports no MuJoCo.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ _VALID = {
     "Windows": ("wgl",),
     "Darwin": ("cgl",),
 }
-
-_error: GLBackendError | None = None
 
 
 class GLBackendError(RuntimeError):
@@ -57,15 +56,13 @@ def problem(value: str | None = None, system: str | None = None) -> str | None:
 
 
 def import_mujoco() -> None:
-    """Import ``mujoco``; under an unusable ``MUJOCO_GL`` import it with OpenGL off and keep
-    the reason for :func:`check`."""
-    global _error
+    """Import ``mujoco``; under an unusable ``MUJOCO_GL``, with OpenGL off (the physics does
+    not need it)."""
     reason = problem()
     if reason is None:
         import mujoco  # noqa: F401
 
         return
-    _error = GLBackendError(reason)
     saved = os.environ.get("MUJOCO_GL")
     os.environ["MUJOCO_GL"] = "disable"
     try:
@@ -78,9 +75,7 @@ def import_mujoco() -> None:
 
 
 def check() -> None:
-    """Raise the :class:`GLBackendError` of an unusable ``MUJOCO_GL`` met at import, if any."""
-    if _error is not None:
-        raise _error
-
-
-import_mujoco()
+    """Raise a one-line :class:`GLBackendError` when ``MUJOCO_GL`` is unusable here."""
+    reason = problem()
+    if reason is not None:
+        raise GLBackendError(reason)

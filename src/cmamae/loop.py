@@ -92,6 +92,14 @@ def _has_transitions(name: str) -> bool:
         return False
 
 
+def calls_host_threads(task) -> bool:
+    """Whether ``task`` evaluates through a host callback on CPU threads (the locomotion
+    tasks' native backend), which a program sharded over several devices cannot call."""
+    from cmamae.tasks.locomotion import resolved_settings
+
+    return resolved_settings(task).get("backend") == "native"
+
+
 def init_states(scheduler: Scheduler, task, init_keys: jax.Array) -> SchedulerState:
     """Fresh scheduler states with a leading seed axis, one per key of ``init_keys``."""
     return _init_seeds(scheduler, task.initial_solution, init_keys)
@@ -173,6 +181,12 @@ def run(
         )
     evaluate = evaluate_fn(scheduler, task, repr(algo.name))
     mesh = sharding.plan(devices, seeds, scheduler)
+    if mesh is not None and calls_host_threads(task):
+        raise ValueError(
+            f"devices: task {task.name!r} runs its simulations on this machine's CPU threads "
+            "(the native backend), which a program sharded over devices cannot call; drop "
+            "devices or build the task with backend='mjx'"
+        )
     iterations = evals // per_iteration
     chunk = iterations if chunk_iterations is None else max(1, min(chunk_iterations, iterations))
     key = jax.random.key(0) if key is None else key

@@ -41,13 +41,19 @@ def _run(advance, scheduler, task, seeds=2):
     return {k: np.concatenate([p[k] for p in pieces], axis=1) for k in pieces[0]}
 
 
-def test_host_ask_tell_reproduces_the_compiled_loop():
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_host_ask_tell_reproduces_the_compiled_loop(seeds):
     task, scheduler = _small()
-    _, run_keys = seed_keys(jax.random.key(0), 2)
-    compiled = _run(CompiledAdvance(scheduler, task.evaluate, run_keys), scheduler, task)
+    _, run_keys = seed_keys(jax.random.key(0), seeds)
+    compiled = _run(
+        CompiledAdvance(scheduler, task.evaluate, run_keys), scheduler, task, seeds=seeds
+    )
     evaluate = jax.jit(jax.vmap(task.evaluate))  # the evaluation on the host, per seed key
     on_host = _run(
-        HostAdvance(scheduler, run_keys, lambda x, keys: evaluate(x, keys)), scheduler, task
+        HostAdvance(scheduler, run_keys, lambda x, keys: evaluate(x, keys)),
+        scheduler,
+        task,
+        seeds=seeds,
     )
     assert compiled.keys() == on_host.keys()
     for k in ("num_elites", "evaluations", "num_invalid"):

@@ -29,7 +29,7 @@ import numpy as np
 from cmamae import sharding
 from cmamae.experiment import distributed
 from cmamae.experiment.config import ConfigError
-from cmamae.loop import run_chunk
+from cmamae.loop import calls_host_threads, run_chunk
 from cmamae.scheduler import iteration_key, phase_keys
 
 
@@ -78,7 +78,7 @@ class Execution:
                         f"cluster and workers apply to host-evaluated tasks (QDGym, *-native); "
                         f"task {task.name!r} runs in the compiled loop (use --devices)"
                     )
-                if len(sharding.resolve_devices(self.devices)) > 1 and _on_host_threads(task):
+                if len(sharding.resolve_devices(self.devices)) > 1 and calls_host_threads(task):
                     raise ConfigError(
                         f"devices shards the compiled loop over JAX devices; task {task.name!r} "
                         "runs its simulations on this machine's CPU threads (the native "
@@ -192,14 +192,6 @@ class HostAdvance:
         return states, jax.tree_util.tree_map(lambda *r: np.asarray(jnp.stack(r, axis=1)), *rows)
 
 
-def _on_host_threads(task) -> bool:
-    """The task evaluates through a host callback on CPU threads (the locomotion tasks'
-    native backend), which a sharded program cannot call."""
-    from cmamae.tasks.locomotion import resolved_settings
-
-    return resolved_settings(task).get("backend") == "native"
-
-
 def _check_host_scheduler(scheduler) -> None:
     if scheduler.grad_batch_size > 0 or scheduler.needs_transitions:
         raise ConfigError(
@@ -218,7 +210,21 @@ def _ask_all(scheduler, run_keys, states):
         solutions, state = scheduler.ask(k_ask, state)
         return solutions, k_eval, k_tell, state
 
-    return jax.vmap(one)(run_keys, states)
+    return _over_seeds(one)(run_keys, states)
+
+
+def _over_seeds(one):
+    """``one`` over the leading seed axis of its arguments as the compiled loop does it
+    (:func:`cmamae.loop.run_chunk`): one seed without the ``vmap`` (its numbers can differ in
+    rounding from a size-1 ``vmap``'s), several under it."""
+
+    def over(*args):
+        if args[0].shape[0] != 1:
+            return jax.vmap(one)(*args)
+        out = one(*jax.tree_util.tree_map(lambda a: a[0], args))
+        return jax.tree_util.tree_map(lambda a: a[None], out)
+
+    return over
 
 
 @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(2,))
@@ -232,4 +238,4 @@ def _tell_all(scheduler, tell_keys, states, solutions, objectives, measures):
         metrics["evaluations"] = state.evaluations
         return state, metrics
 
-    return jax.vmap(one)(tell_keys, states, solutions, objectives, measures)
+    return _over_seeds(one)(tell_keys, states, solutions, objectives, measures)

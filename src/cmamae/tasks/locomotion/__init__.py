@@ -23,6 +23,7 @@ imported when a task is built (``tasks.get("ant")``).
 
 from __future__ import annotations
 
+from cmamae import _mujoco_gl
 from cmamae.tasks.base import Task, bind, register
 from cmamae.tasks.locomotion.robots import ROBOTS, Robot
 from cmamae.tasks.policies import MLPPolicy
@@ -40,6 +41,7 @@ def _positive_int(name: str, value) -> int:
 
 def dims(robot: Robot, adaptation=None) -> tuple[int, int]:
     """``(obs_dim, act_dim)`` of ``robot``'s model (loads it)."""
+    _mujoco_gl.import_mujoco()  # before anything imports mujoco: an unusable MUJOCO_GL
     from cmamae.tasks.locomotion.model import DEFAULT_ADAPTATION, load_model
 
     model = load_model(robot, adaptation or DEFAULT_ADAPTATION)
@@ -140,6 +142,7 @@ def locomotion_task(
     ``min_f`` is the robot's value for 1000-step episodes (docs/tasks.md) times
     ``episode_length / 1000``.
     """
+    _mujoco_gl.import_mujoco()
     from cmamae.tasks.locomotion.model import DEFAULT_ADAPTATION, Adaptation
     from cmamae.tasks.locomotion.native_batch import check_threads
     from cmamae.tasks.locomotion.playback import replay_hook
