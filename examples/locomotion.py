@@ -1,9 +1,11 @@
-"""Diverse walking gaits for the MJX ant: sep-CMA-MAE on QD Ant, compiled end to end.
+"""Diverse walking gaits for the ant: sep-CMA-MAE on QD Ant, compiled end to end.
 
-Each solution is a 2x128 tanh MLP (about 21k parameters); its episode is one ``lax.scan`` of MJX
-physics, vmapped over the batch; measures are the fraction of steps each foot touches the floor.
-The default here is small enough for a CPU (short episodes, a few iterations); on a GPU raise
-``--episode-length`` to 1000 and ``--evals`` towards the paper's 1,000,000.
+Each solution is a 2x128 tanh MLP (about 21k parameters); measures are the fraction of steps
+each foot touches the floor. The physics backend is the task's "auto": on a CPU native MuJoCo
+batched on threads (behind a host callback of the compiled loop), on a GPU MJX (one
+``lax.scan`` per episode, vmapped over the batch); ``--backend`` picks one. The default here is
+small enough for a CPU (short episodes, a few iterations); on a GPU raise ``--episode-length``
+to 1000 and ``--evals`` towards the paper's 1,000,000.
 
     python examples/locomotion.py --episode-length 100 --evals 4000 --seeds 2
     # the same from the command line, with a run folder, checkpoints and plots:
@@ -25,12 +27,14 @@ def main(argv=None):
     p.add_argument("--episode-length", type=int, default=50)
     p.add_argument("--evals", type=int, default=2000)
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--backend", default="auto", choices=["auto", "mjx", "native"])
     args = p.parse_args(argv)
 
-    task = tasks.get(args.task, episode_length=args.episode_length)
+    task = tasks.get(args.task, episode_length=args.episode_length, backend=args.backend)
     algo = algorithms.get(args.algo, task)
     print(
-        f"{task.name}: {task.solution_dim:,} parameters, archive {task.archive_dims}, "
+        f"{task.name} ({tasks.locomotion.resolved_settings(task)['backend']} backend): "
+        f"{task.solution_dim:,} parameters, archive {task.archive_dims}, "
         f"batch {algo.scheduler.batch_size} per iteration"
     )
     result = cmamae.run(task, algo, evals=args.evals, seeds=args.seeds, key=jax.random.key(0))
