@@ -19,5 +19,10 @@ def pytree_dataclass(cls):
     with some fields changed, as :func:`dataclasses.replace` does.
     """
     cls = dataclasses.dataclass(frozen=True)(cls)
-    cls.replace = lambda self, **changes: dataclasses.replace(self, **changes)
+    cls.replace = _replace
     return jax.tree_util.register_dataclass(cls)
+
+
+def _replace(self, **changes):
+    """A copy with the fields named in ``changes`` set to their values (the others shared)."""
+    return dataclasses.replace(self, **changes)

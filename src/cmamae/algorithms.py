@@ -26,9 +26,12 @@ sequential loop chosen from n and the ES by the measured rule of
 :mod:`cmamae.emitters.evolution_strategy` (``vmap`` for the n = 100 benchmark domains, the
 loop for locomotion-sized policies); ``batching="vmap"`` or ``"map"`` overrides it.
 
-Differences from pyribs worth knowing: "cma-me" uses selection rule "mu" (pyribs' ``cma_me_imp_mu``
-configuration) because our strategies always recombine the best ⌊λ/2⌋; pyribs' default CMA-ME
-uses "filter" (μ = number of solutions added).
+Differences from pyribs worth knowing (all of them: docs/coming_from_pyribs.md): every
+evolution-strategy recipe uses ``selection_rule="mu"`` (the best ⌊λ/2⌋ are recombined), so
+"cma-me" is pyribs' ``cma_me_imp_mu`` configuration; pyribs' default CMA-ME uses "filter" (the
+solutions the archive accepted), which ``selection_rule="filter"`` selects here too. Likewise
+``restart_rule`` takes pyribs' "basic", "no_improvement" or an integer n (restart every n
+iterations).
 """
 
 from __future__ import annotations
@@ -228,6 +231,7 @@ def defaults(name: str, task) -> dict[str, Any]:
         ):
             settings.pop(key, None)
     else:
+        settings["selection_rule"] = "mu"  # pyribs' default is "filter"
         for key in ("batch_size", "sigma", "iso_sigma", "line_sigma"):
             settings.pop(key)
         if recipe["es"] != "lm-ma-es":
@@ -291,6 +295,7 @@ def get(name: str, task, **overrides) -> Algorithm:
             num_emitters=settings["num_emitters"],
             ranker=settings["ranker"],
             restart_rule=settings["restart_rule"],
+            selection_rule=settings["selection_rule"],
             batching=settings["batching"],
         )
     elif recipe["family"] in ("pga-me", "td3-arborescence"):

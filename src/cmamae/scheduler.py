@@ -55,8 +55,10 @@ class Scheduler:
         archive: the archive the emitters insert into (any :mod:`cmamae.archives` archive).
         emitters: a tuple of emitter groups (:mod:`cmamae.emitters`).
         result_archive: the archive that keeps the best solution ever per cell; "auto" (the
-            default) makes one with the archive's geometry whenever its learning rate is < 1,
-            None never does.
+            default) makes one whenever the archive's learning rate is < 1
+            (``archive.result_archive()``: the same cells, dtype and
+            ``qd_score_offset``, with α = 1 and ``threshold_min = -inf``), None never does.
+            pyribs makes none unless one is passed. An archive passed here is used as it is.
     """
 
     archive: Any
@@ -113,6 +115,9 @@ class Scheduler:
         return self.archive if self.result_archive is None else self.result_archive
 
     def best_state(self, state: SchedulerState) -> ArchiveState:
+        """The state of :attr:`best_archive` in ``state``: the result archive's, or the
+        archive's when there is no result archive. Read elites and stats from it
+        (``scheduler.best_archive.to_dataframe(scheduler.best_state(state))``)."""
         return state.archive if state.result is None else state.result
 
     # ------------------------------------------------------------------ pure functions
@@ -353,6 +358,20 @@ class AskTell:
     >>> loop.stats()                         # result archive's stats as floats
 
     Each call runs one jit-compiled pure function; the archives stay on the device.
+
+    Args:
+        scheduler: the :class:`Scheduler` to drive (no gradient pre-phase, no emitter that
+            learns from transitions).
+        x0: ``(n,)`` the solution every emitter starts from.
+        seed: the one seed of the whole run: it keys the emitters' initial states, every
+            ``ask`` and every ``tell`` (restarts, elite sampling). pyribs instead seeds each
+            emitter and archive separately.
+
+    Attributes:
+        scheduler: the scheduler given.
+        state: the current :class:`SchedulerState` (archives, emitter states, iteration and
+            evaluation counters), replaced by every ``ask`` and ``tell``; read elites with
+            ``scheduler.best_archive.to_dataframe(scheduler.best_state(loop.state))``.
     """
 
     def __init__(self, scheduler: Scheduler, x0, seed: int = 0):
@@ -374,10 +393,15 @@ class AskTell:
         return key
 
     def ask(self) -> np.ndarray:
+        """The next ``(batch_size, n)`` solutions to evaluate, every emitter group's in
+        order."""
         self._asked, self.state = self._ask(self._next_key(), self.state)
         return np.asarray(self._asked)
 
     def tell(self, objectives, measures) -> AddInfo:
+        """Results for the last ``ask``'s solutions, in the same order: ``objectives``
+        ``(batch_size,)`` (higher is better) and ``measures`` ``(batch_size, m)``. Inserts
+        them, tells the emitters, and returns the archive's ``AddInfo`` (status, value)."""
         if self._asked is None:
             raise ValueError("tell() must follow ask(): no solutions are waiting for results")
         b = self.scheduler.batch_size
@@ -395,5 +419,7 @@ class AskTell:
         return info
 
     def stats(self) -> dict[str, float]:
+        """The result archive's stats (:class:`cmamae.archives.ArchiveStats`) as floats:
+        num_elites, coverage, qd_score, norm_qd_score, obj_max, obj_mean, ..."""
         stats = self.scheduler.stats(self.state)
         return {k: float(v) for k, v in _as_dict(stats).items()}

@@ -239,3 +239,20 @@ def test_filter_is_refused_for_openai_es():
     with pytest.raises(ValueError, match="selection_rule 'filter'.*openai-es"):
         EvolutionStrategyEmitter(OpenAIES(popsize=4, sigma0=0.1), selection_rule="filter")
     EvolutionStrategyEmitter(OpenAIES(popsize=4, sigma0=0.1), selection_rule="mu")
+
+
+def test_algorithms_expose_the_rules():
+    """Every ES recipe takes pyribs' rules as settings ("mu" and its own restart rule by
+    default); recipes without an ES emitter have no selection rule."""
+    from cmamae import algorithms, tasks
+
+    task = tasks.get("sphere", solution_dim=10)
+    for name in ("cma-mae", "sep-cma-mae", "lm-ma-mae", "openai-mae", "cma-me", "cma-es"):
+        assert algorithms.defaults(name, task)["selection_rule"] == "mu", name
+    assert "selection_rule" not in algorithms.defaults("map-elites", task)
+    algo = algorithms.get("cma-me", task, selection_rule="filter", restart_rule=50, popsize=8)
+    emitter = algo.scheduler.emitters[0]
+    assert (emitter.selection_rule, emitter.restart_rule) == ("filter", 50)
+    assert algo.config["selection_rule"] == "filter"
+    with pytest.raises(ValueError, match="selection_rule"):
+        algorithms.get("openai-mae", task, selection_rule="filter")

@@ -82,6 +82,7 @@ class TD3ESGradient(GradientSource):
 
     @property
     def buffer(self):
+        """The :class:`cmamae.rl.ReplayBuffer` of ``buffer_size`` transitions (static)."""
         return self.td3.replay_buffer(self.buffer_size)
 
     def init(self, key, x0) -> TD3SourceState:

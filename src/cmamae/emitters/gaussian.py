@@ -40,7 +40,13 @@ class _MutationEmitter(Emitter):
 
 @dataclasses.dataclass(frozen=True)
 class GaussianEmitter(_MutationEmitter):
-    """x = parent + σ N(0, I). ``sigma`` per coordinate; ``batch_size`` solutions per ask."""
+    """x = parent + σ N(0, I) for a uniformly sampled elite (pyribs' ``GaussianEmitter``).
+
+    Attributes:
+        sigma: σ, the same for every coordinate.
+        num_solutions: solutions per ``ask`` (the batch size).
+        noise: "table" or "normal", the Gaussian generator (:mod:`cmamae.es._common`).
+    """
 
     sigma: float = 0.02
     num_solutions: int = 100
@@ -64,7 +70,15 @@ class GaussianEmitter(_MutationEmitter):
 
 @dataclasses.dataclass(frozen=True)
 class IsoLineEmitter(_MutationEmitter):
-    """x = x_i + σ_iso N(0, I) + σ_line N(0, 1) (x_j − x_i) for two uniformly sampled elites."""
+    """x = x_i + σ_iso N(0, I) + σ_line N(0, 1) (x_j − x_i) for two uniformly sampled elites
+    (pyribs' ``IsoLineEmitter``).
+
+    Attributes:
+        iso_sigma: σ_iso, the isotropic part.
+        line_sigma: σ_line, the step along the line through the two elites (>= 0).
+        num_solutions: solutions per ``ask`` (the batch size).
+        noise: "table" or "normal", the generator of the isotropic part.
+    """
 
     iso_sigma: float = 0.01
     line_sigma: float = 0.2

@@ -109,10 +109,13 @@ class GradientSource(abc.ABC):
 
     @property
     def needs_transitions(self) -> bool:
+        """Whether ``jacobian`` needs the rollouts' transitions (a TD3 critic learns from
+        them); False here."""
         return False
 
     @abc.abstractmethod
-    def init(self, key: jax.Array, x0: jax.Array) -> Any: ...
+    def init(self, key: jax.Array, x0: jax.Array) -> Any:
+        """The source's state (noise table, learner, ...) for solutions like ``x0`` ``(n,)``."""
 
     def ask(self, key, state, thetas):
         """``(ψ num_samples, n)`` solutions to evaluate besides the points θ."""
@@ -165,6 +168,7 @@ class ESGradient(GradientSource):
 
     @property
     def num_samples(self) -> int:
+        """``samples`` mirrored perturbations per point θ."""
         return self.samples
 
     def init(self, key, x0) -> NoiseState:

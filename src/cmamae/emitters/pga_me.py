@@ -32,7 +32,13 @@ from cmamae.rl import TD3, BufferState, TD3State
 
 @pytree_dataclass
 class PGAMEState:
-    """The iso+line operator's state, the TD3 learner and its replay buffer."""
+    """The iso+line operator's state, the TD3 learner and its replay buffer.
+
+    Attributes:
+        ga: the iso+line operator's state (:class:`cmamae.emitters.MutationEmitterState`).
+        td3: the TD3 learner (critics, greedy actor, optimizer states).
+        buffer: the replay buffer's contents.
+    """
 
     ga: MutationEmitterState
     td3: TD3State
@@ -127,6 +133,7 @@ class PGAMEEmitter(Emitter):
 
     @property
     def buffer(self):
+        """The :class:`cmamae.rl.ReplayBuffer` of ``buffer_size`` transitions (static)."""
         return self.td3.replay_buffer(self.buffer_size)
 
     def init(self, key, x0) -> PGAMEState:
