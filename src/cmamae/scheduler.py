@@ -349,6 +349,16 @@ def compiled_run(scheduler: Scheduler, key, state, evaluate, iterations: int):
     return scheduler.run(key, state, evaluate, iterations)
 
 
+@functools.partial(jax.jit, static_argnums=(0,))
+def _asktell_ask(scheduler: Scheduler, key, state):
+    return scheduler.ask(key, state)
+
+
+@functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(2,))
+def _asktell_tell(scheduler: Scheduler, key, state, solutions, objectives, measures):
+    return scheduler.tell(key, state, solutions, objectives, measures)
+
+
 class AskTell:
     """Host-side ask/tell for objectives written in plain Python (NumPy in, NumPy out).
 
@@ -384,8 +394,10 @@ class AskTell:
         self.scheduler = scheduler
         self._key, k_init = jax.random.split(jax.random.key(seed))
         self.state = scheduler.init(k_init, x0)
-        self._ask = jax.jit(scheduler.ask)
-        self._tell = jax.jit(scheduler.tell, donate_argnums=(1,))
+        # Compiled once per scheduler configuration, not once per AskTell: several seeds of
+        # one setup (a loop over AskTell objects) compile only the first time.
+        self._ask = functools.partial(_asktell_ask, scheduler)
+        self._tell = functools.partial(_asktell_tell, scheduler)
         self._asked: jax.Array | None = None
 
     def _next_key(self) -> jax.Array:
