@@ -177,7 +177,10 @@ class EvolutionStrategyEmitter(Emitter):
             the m best by that order, accepted or not, as in pyribs. Only for strategies with
             weighted recombination (CMA-ES, sep-CMA-ES, LM-MA-ES); OpenAI-ES is refused.
         batching: "auto" (default; the rule in the module docstring), "vmap" or "map" over
-            the ψ instances. All three give the same results up to float rounding.
+            the ψ instances. All three give the same results up to float rounding, except
+            CMA-ES: in its first generations C has repeated eigenvalues, and a rounding-level
+            difference in C then gives another (equally valid) eigenbasis B, so the samples
+            differ from there on while their distribution is the same.
     """
 
     strategy: EvolutionStrategy
