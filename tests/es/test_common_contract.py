@@ -129,6 +129,48 @@ def test_table_noise_is_standard_normal():
         np.testing.assert_array_equal(np.asarray(again), z)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_shared_noise_keeps_the_table_out_of_the_state(name):
+    """noise="shared": an empty noise leaf, samples that are slices of the one process-wide
+    table times signs (standard normal, key-dependent), and "auto" picks it for an ES from
+    AUTO_TABLE_FROM numbers per ask on, while resolve_noise (the QD algorithms) keeps "table"."""
+    n, lam = 3000, 10
+    strategy = es.get(name, popsize=lam, sigma0=1.0, **SMALL.get(name, {}))
+    assert strategy.resolved_noise(n) == "shared"
+    assert strategy.resolved_noise(_common.AUTO_TABLE_FROM // lam - 1) == "normal"
+    assert _common.resolve_noise("auto", lam, n) == "table"
+    with pytest.raises(ValueError, match="noise"):
+        _common.resolve_noise("shared", lam, n)  # not a QD algorithm setting
+    state = strategy.init(jax.random.key(0), jnp.zeros(n))
+    assert state.noise.shape == (0,)
+    table = _common.shared_table(n, jnp.float32)
+    assert table is _common.shared_table(n, jnp.float32)  # made once, read-only
+    assert table.shape == (_common.noise_table_size(n),) and not table.flags.writeable
+    assert abs(table.mean()) < 5e-3 and abs(table.var() - 1) < 1e-2
+    z = np.asarray(
+        jax.jit(strategy.standard_normal, static_argnums=(2, 3))(
+            jax.random.key(1), state.noise, (400, n), jnp.float32
+        )
+    )
+    expected = _common.standard_normal(jax.random.key(1), jnp.asarray(table), (400, n), jnp.float32)
+    np.testing.assert_array_equal(z, np.asarray(expected))
+    assert abs(z.mean()) < 5e-3 and abs(z.var() - 1) < 1e-2
+    corr = np.corrcoef(z[:, :200])
+    assert abs(corr[~np.eye(400, dtype=bool)].mean()) < 5e-3
+    other = np.asarray(
+        strategy.standard_normal(jax.random.key(2), state.noise, (400, n), jnp.float32)
+    )
+    assert np.mean(other == z) < 0.01
+    # ask draws exactly these samples: x = mean + σ · (transform of) z, here from the mean 0
+    # with the initial distribution N(0, σ₀² I) (OpenAI-ES: rows ±ε of the first λ/2 samples).
+    x, _ = jax.jit(strategy.ask)(jax.random.key(1), state)
+    rows = lam // 2 if name == "openai-es" else lam
+    z_ask = np.asarray(
+        strategy.standard_normal(jax.random.key(1), state.noise, (rows, n), jnp.float32)
+    )
+    np.testing.assert_allclose(np.asarray(x)[:rows], z_ask, rtol=1e-5, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- vmap
 SMALL = {"lm-ma-es": dict(k=4)}
 # CMA-ES at n = 4 < λ: for n > λ the first updates of C leave an eigenvalue of multiplicity

@@ -15,13 +15,28 @@ one of two generators chosen by the strategy's ``noise`` setting:
   number (at n = 20,000 on the 2-core CPU: ~1 ms for the 4 M numbers of ψ = 5, λ = 40, against
   ~45-95 ms for ``jax.random.normal``; REFERENCE.md).
 
-The setting ``"auto"`` (every strategy's default) picks one of the two from the numbers one
-ask draws (:func:`resolve_noise`): "normal" for small problems, where it is as fast and the
-table would only add memory and host-side copies, "table" from there on.
+* ``"shared"`` (evolution strategies only): the same sampling from one table per (size, dtype)
+  for the whole process, drawn once from the fixed key :data:`SHARED_TABLE_SEED`
+  (:func:`shared_table`) and kept out of the state: ``ask`` reads it as a compile-time
+  constant, and the state's noise leaf is empty, as for "normal". A state that carries a table
+  is copied by every call of a user's ``jax.jit(jax.vmap(strategy.ask))`` and ``... tell``, as
+  a jit that does not donate its arguments writes every output to a fresh buffer (ψ = 5
+  tables of 4 MiB at n = 20,000: ~3 ms per call on the 2-core CPU, as much as the ask itself);
+  with the shared table the two calls copy only the Θ(n) distribution state. All instances
+  and runs read the same table magnitudes; which slices and signs they take comes from their
+  keys, as with "table" (Salimans et al. shared one fixed table across all workers).
+
+The setting ``"auto"`` (every strategy's default) picks from the numbers one ask draws
+(:func:`resolve_noise`): "normal" for small problems, where it is as fast and a table would only
+add memory and host-side copies; from there on "shared" for an evolution strategy used on its
+own (:meth:`cmamae.es.base.EvolutionStrategy.resolved_noise`), "table" for the QD algorithms
+(:func:`cmamae.algorithms.get` resolves "auto" with :func:`resolve_noise`; their compiled loop
+donates the state, so a table in it is never copied).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -31,6 +46,10 @@ import numpy as np
 NOISE_KINDS = ("normal", "table")
 #: ``noise`` settings: a generator, or "auto" (:func:`resolve_noise`)
 NOISE_SETTINGS = ("auto", *NOISE_KINDS)
+#: the generators an evolution strategy takes: also the process-wide table
+ES_NOISE_KINDS = (*NOISE_KINDS, "shared")
+#: key of the process-wide table of noise="shared" (:func:`shared_table`)
+SHARED_TABLE_SEED = 0
 # "auto" takes "table" from this many standard-normal numbers per ask (λ n) on: see
 # resolve_noise for the measurements.
 AUTO_TABLE_FROM = 4096
@@ -53,17 +72,18 @@ def check_positive(name: str, value) -> float:
     return v
 
 
-def check_noise(noise: str, allow_auto: bool = False) -> str:
-    kinds = NOISE_SETTINGS if allow_auto else NOISE_KINDS
+def check_noise(noise: str, allow_auto: bool = False, allow_shared: bool = False) -> str:
+    kinds = (("auto",) if allow_auto else ()) + (ES_NOISE_KINDS if allow_shared else NOISE_KINDS)
     if noise not in kinds:
         raise ValueError(f"noise must be one of {kinds}, got {noise!r}")
     return noise
 
 
-def resolve_noise(noise: str, samples: int, n: int) -> str:
-    """The generator for ``noise`` (a :data:`NOISE_SETTINGS` value) when each ask draws
-    ``samples`` vectors of dimension ``n``: ``noise`` itself, or for "auto" "table" when
-    ``samples · n >= AUTO_TABLE_FROM`` and "normal" below.
+def resolve_noise(noise: str, samples: int, n: int, shared: bool = False) -> str:
+    """The generator for ``noise`` (a :data:`NOISE_SETTINGS` value, or with ``shared`` also
+    "shared") when each ask draws ``samples`` vectors of dimension ``n``: ``noise`` itself, or
+    for "auto" "table" (with ``shared``: "shared") when ``samples · n >= AUTO_TABLE_FROM`` and
+    "normal" below.
 
     Measured on the 2-core CPU (jax 0.10; load 3-6 from other jobs, so ±30 %; median ms per
     iteration, table / normal; 100 × 100 grid archive, ψ = 5):
@@ -82,10 +102,12 @@ def resolve_noise(noise: str, samples: int, n: int) -> str:
     either loop while the table adds its 4 MiB per instance (memory, and the host-side
     copies); from there on the table wins the compiled loop, by 3.5x at n = 1,000.
     """
-    check_noise(noise, allow_auto=True)
+    check_noise(noise, allow_auto=True, allow_shared=shared)
     if noise != "auto":
         return noise
-    return "table" if samples * n >= AUTO_TABLE_FROM else "normal"
+    if samples * n < AUTO_TABLE_FROM:
+        return "normal"
+    return "shared" if shared else "table"
 
 
 def check_x0(x0) -> jax.Array:
@@ -175,10 +197,38 @@ def noise_table_size(n: int) -> int:
 
 
 def init_noise(key: jax.Array, noise: str, n: int, dtype) -> jax.Array:
-    """The noise state kept inside an ES state: the table ``(S,)``, or ``(0,)`` for "normal"."""
-    if noise == "normal":
+    """The noise state kept inside an ES state: the table ``(S,)`` for "table", ``(0,)`` for
+    "normal" and "shared" (whose table is :func:`shared_table`, outside the state)."""
+    if noise in ("normal", "shared"):
         return jnp.zeros((0,), dtype)
     return jax.random.normal(key, (noise_table_size(n),), dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_table(size: int, dtype_name: str) -> np.ndarray:
+    # Eager even inside a trace, and in the partitionable threefry layout whatever the global
+    # setting, so the values depend on the size and dtype only.
+    with jax.ensure_compile_time_eval(), jax.threefry_partitionable(True):
+        table = jax.random.normal(jax.random.key(SHARED_TABLE_SEED), (size,), dtype_name)
+    table = np.asarray(table)
+    table.flags.writeable = False
+    return table
+
+
+def shared_table(n: int, dtype) -> np.ndarray:
+    """The process-wide table of noise="shared" for dimension ``n``: ``noise_table_size(n)``
+    N(0, 1) values drawn from ``jax.random.key(SHARED_TABLE_SEED)``, made once per (size,
+    dtype) and read-only. A NumPy array, so a trace that uses it embeds it as a constant."""
+    return _shared_table(noise_table_size(n), jnp.dtype(dtype).name)
+
+
+def noise_source(kind: str, noise: jax.Array, n: int, dtype) -> jax.Array:
+    """The ``table`` argument of :func:`standard_normal` for generator ``kind`` (a resolved
+    :data:`ES_NOISE_KINDS` value) and a state's noise leaf ``noise``: the shared table for
+    "shared", else ``noise`` itself."""
+    if kind == "shared":
+        return jnp.asarray(shared_table(n, dtype))
+    return noise
 
 
 def standard_normal(key: jax.Array, table: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:

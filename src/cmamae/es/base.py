@@ -23,8 +23,9 @@ class EvolutionStrategy(abc.ABC):
     Attributes:
         popsize: λ, solutions per ``ask``; at least 2.
         sigma0: σ₀ > 0, the initial step size (also the value a restart resets to).
-        noise: "auto" (the default: whichever of the two is faster for λ and n, by the rule of
-            :func:`cmamae.es._common.resolve_noise`), "table" (a noise table) or "normal"
+        noise: "auto" (the default: "normal" for small λ n, else "shared", by the rule of
+            :func:`cmamae.es._common.resolve_noise`), "shared" (a process-wide noise table kept
+            out of the state), "table" (a noise table in the state) or "normal"
             (``jax.random.normal``); see :mod:`cmamae.es._common`. The setting changes the
             random stream, not the algorithm.
     """
@@ -46,11 +47,20 @@ class EvolutionStrategy(abc.ABC):
     def __post_init__(self):
         _common.check_popsize(self.popsize)
         _common.check_positive("sigma0", self.sigma0)
-        _common.check_noise(self.noise, allow_auto=True)
+        _common.check_noise(self.noise, allow_auto=True, allow_shared=True)
 
     def resolved_noise(self, n: int) -> str:
-        """The generator ("table" or "normal") used for solutions of dimension ``n``."""
-        return _common.resolve_noise(self.noise, self.popsize, n)
+        """The generator ("shared", "table" or "normal") used for solutions of dimension ``n``."""
+        return _common.resolve_noise(self.noise, self.popsize, n, shared=True)
+
+    def standard_normal(
+        self, key: jax.Array, noise: jax.Array, shape: tuple[int, int], dtype
+    ) -> jax.Array:
+        """``shape = (m, n)`` N(0, 1) samples from this strategy's generator, given a state's
+        ``noise`` leaf: what ``ask`` draws (:func:`cmamae.es._common.standard_normal`)."""
+        n = shape[1]
+        table = _common.noise_source(self.resolved_noise(n), noise, n, dtype)
+        return _common.standard_normal(key, table, shape, dtype)
 
     @abc.abstractmethod
     def init(self, key: jax.Array, x0: jax.Array) -> Any:

@@ -171,7 +171,7 @@ class CMAESState:
         generation: number of ``tell`` calls so far, int32 ``()``.
         eigen_generation: generation of the last eigendecomposition, int32 ``()``.
         fitness_range: best − worst finite fitness of the last ``tell`` (inf before any).
-        noise: the noise table (``(0,)`` for ``noise="normal"``).
+        noise: the noise table (``(0,)`` for ``noise="normal"`` and ``"shared"``).
     """
 
     mean: jax.Array
@@ -203,7 +203,7 @@ class CMAES(EvolutionStrategy):
         popsize: λ; the tutorial's default is ``4 + ⌊3 ln n⌋`` (the library default, 40, is the
             CMA-MAE paper's setting).
         sigma0: initial step size σ₀.
-        noise: "auto", "table" or "normal", see :mod:`cmamae.es._common`.
+        noise: "auto", "shared", "table" or "normal", see :mod:`cmamae.es._common`.
     """
 
     name: ClassVar[str] = "cma-es"
@@ -236,7 +236,7 @@ class CMAES(EvolutionStrategy):
     def ask(self, key: jax.Array, state: CMAESState) -> tuple[jax.Array, CMAESState]:
         n = state.mean.shape[-1]
         dtype = state.mean.dtype
-        z = _common.standard_normal(key, state.noise, (self.popsize, n), dtype)  # Eq. 38
+        z = self.standard_normal(key, state.noise, (self.popsize, n), dtype)  # Eq. 38
         y = (z * state.D) @ state.B.T  # Eq. 39: y_k = B D z_k ~ N(0, C)
         x = state.mean + state.sigma * y  # Eq. 40
         return x, state

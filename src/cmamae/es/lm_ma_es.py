@@ -112,7 +112,7 @@ class LMMAES(EvolutionStrategy):
     Attributes:
         popsize: λ; must be smaller than the solution dimension n.
         sigma0: σ₀.
-        noise: "auto", "table" or "normal" (see :mod:`cmamae.es._common`).
+        noise: "auto", "shared", "table" or "normal" (see :mod:`cmamae.es._common`).
         k: number of direction vectors (the paper's m); None means 4 + ⌊3 ln n⌋.
     """
 
@@ -236,7 +236,7 @@ class LMMAES(EvolutionStrategy):
         """λ solutions x_i = y + σ d_i, shape ``(popsize, n)`` (Alg. 1 lines 4-9)."""
         n = state.mean.shape[0]
         dtype = state.mean.dtype
-        z = _common.standard_normal(key, state.noise, (self.popsize, n), dtype)  # line 5
+        z = self.standard_normal(key, state.noise, (self.popsize, n), dtype)  # line 5
         d = self.transform(state, z)  # Alg. 1 lines 6-8
         return state.mean[None, :] + state.sigma * d, state  # Alg. 1 line 9: y + σ d
 

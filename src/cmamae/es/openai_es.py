@@ -77,7 +77,7 @@ class OpenAIES(EvolutionStrategy):
     Attributes:
         popsize: λ, even (mirrored pairs).
         sigma0: σ, fixed for the whole run.
-        noise: "auto", "table" or "normal" (see :mod:`cmamae.es._common`).
+        noise: "auto", "shared", "table" or "normal" (see :mod:`cmamae.es._common`).
         learning_rate: Adam's step size (0.01 in the CMA-MAE scaling paper).
         l2_coeff: L2 coefficient added to the descent gradient (0.005 in the paper); 0 disables.
         beta1, beta2, epsilon: Adam's moment decay rates and ε (Kingma & Ba defaults).
@@ -132,7 +132,7 @@ class OpenAIES(EvolutionStrategy):
         """Mirrored pairs θ ± σ ε_j: rows j and j + λ/2 share ε_j; shape ``(popsize, n)``."""
         n = state.mean.shape[0]
         dtype = state.mean.dtype
-        eps = _common.standard_normal(key, state.noise, (self.popsize // 2, n), dtype)
+        eps = self.standard_normal(key, state.noise, (self.popsize // 2, n), dtype)
         # [θ + σ ε; θ - σ ε] as one broadcast (a concatenate would make XLA's CPU loop scalar)
         mirror = jnp.array([1, -1], dtype)[:, None, None]
         x = state.mean + state.sigma * (mirror * eps[None])

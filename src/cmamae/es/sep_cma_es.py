@@ -122,7 +122,7 @@ class SepCMAESState:
         ps: conjugate evolution path of σ ``(n,)``.
         generation: number of ``tell`` calls so far, int32 ``()``.
         fitness_range: best − worst finite fitness of the last ``tell`` (inf before any).
-        noise: the noise table (``(0,)`` for ``noise="normal"``).
+        noise: the noise table (``(0,)`` for ``noise="normal"`` and ``"shared"``).
     """
 
     mean: jax.Array
@@ -142,7 +142,7 @@ class SepCMAES(EvolutionStrategy):
     Attributes:
         popsize: λ (CMA-MAE paper: 40; the tutorial's default is ``4 + ⌊3 ln n⌋``).
         sigma0: initial step size σ₀.
-        noise: "auto", "table" or "normal", see :mod:`cmamae.es._common`.
+        noise: "auto", "shared", "table" or "normal", see :mod:`cmamae.es._common`.
     """
 
     name: ClassVar[str] = "sep-cma-es"
@@ -171,7 +171,7 @@ class SepCMAES(EvolutionStrategy):
     def ask(self, key: jax.Array, state: SepCMAESState) -> tuple[jax.Array, SepCMAESState]:
         n = state.mean.shape[-1]
         dtype = state.mean.dtype
-        z = _common.standard_normal(key, state.noise, (self.popsize, n), dtype)  # Eq. 38
+        z = self.standard_normal(key, state.noise, (self.popsize, n), dtype)  # Eq. 38
         x = state.mean + state.sigma * (jnp.sqrt(state.C) * z)  # Eqs. 39-40, D = √diag(C)
         return x, state
 
