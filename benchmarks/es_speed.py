@@ -17,11 +17,22 @@ many minutes of warm-up. The other strategies' cost does not depend on the gener
 
     python benchmarks/es_speed.py                       # n = 1,000, 20,000, 200,000
     python benchmarks/es_speed.py --dims 20000 --reps 5
+
+``--mode user`` times instead exactly what a user writes around a strategy (README, "Evolution
+strategies alone"): ``jax.jit(jax.vmap(ask))``, a jitted fitness, ``jax.jit(jax.vmap(tell))``
+(or the same with ``jax.lax.map`` over the ψ states), no donation, the state handed from call to
+call, each library with its default settings (ours: noise="auto"), after the same warm-up.
+Ours and evosax alternate over ``--rounds`` rounds in this process; each round prints the
+median of ``--reps`` iterations per cell, and the ratio of the best of our two drivers to the
+best of evosax's, then the load average.
+
+    python benchmarks/es_speed.py --mode user --dims 20000 --rounds 5 --reps 7
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -133,6 +144,94 @@ def time_evosax(name: str, n: int, mode: str, reps: int) -> float:
     return time_instances(one, init, mode, reps, warmup_gens(name, n))
 
 
+def user_driver(ask, tell, init, fitness, mode: str):
+    """``step()`` running one user-written iteration (``mode``: "vmap" or "map" over the ψ
+    instances; separate non-donating jits for ask, fitness and tell, as a user writes them)."""
+    if mode == "vmap":
+        ask_b, tell_b = jax.jit(jax.vmap(ask)), jax.jit(jax.vmap(tell))
+    else:
+        ask_b = jax.jit(lambda k, s: jax.lax.map(lambda a: ask(*a), (k, s)))
+        tell_b = jax.jit(lambda s, x, f: jax.lax.map(lambda a: tell(*a), (s, x, f)))
+    fit = jax.jit(fitness)
+    holder = {"state": jax.vmap(init)(jax.random.split(jax.random.key(0), PSI))}
+    counter = iter(range(10**9))
+
+    def step():
+        keys = jax.random.split(jax.random.key(next(counter)), PSI)
+        x, state = ask_b(keys, holder["state"])
+        holder["state"] = tell_b(state, x, fit(x))
+        jax.block_until_ready(holder["state"])
+
+    return step
+
+
+def user_steps(name: str, n: int) -> dict:
+    """The four user drivers ("ours vmap", "ours map", "evosax vmap", "evosax map")."""
+    from evosax import algorithms as ea
+
+    ours = es.get(name, popsize=LAM, sigma0=SIGMA0, **OURS[name])
+    cls = {"cma-es": ea.CMA_ES, "sep-cma-es": ea.Sep_CMA_ES, "lm-ma-es": ea.LM_MA_ES}
+    evo = cls.get(name, ea.Open_ES)(population_size=LAM, solution=jnp.zeros(n))
+    params = evo.default_params
+    sides = {
+        "ours": (
+            ours.ask,
+            ours.tell,
+            lambda k: ours.init(k, jnp.zeros(n)),
+            lambda x: -jnp.sum(x * x, axis=-1),  # maximizes
+        ),
+        "evosax": (
+            lambda k, st: evo.ask(k, st, params),
+            lambda st, x, f: evo.tell(jax.random.key(0), x, f, st, params)[0],
+            lambda k: evo.init(k, jnp.zeros(n), params),
+            lambda x: jnp.sum(x * x, axis=-1),  # minimizes
+        ),
+    }
+    return {
+        f"{side} {mode}": user_driver(*sides[side], mode)
+        for side in ("ours", "evosax")
+        for mode in ("vmap", "map")
+    }
+
+
+def main_user(args):
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}; ψ={PSI}, λ={LAM}; user-written "
+        f"drivers (module docstring), median of {args.reps} iterations per cell after warm-up "
+        f"({WARMUP} generations for LM-MA-ES, else 3), ms per ask+fitness+tell of all ψ instances"
+    )
+    print(random_settings(args.dims))
+    cols = ["ours vmap", "ours map", "evosax vmap", "evosax map"]
+    print("| n | ES | round | " + " | ".join(cols) + " | × evosax | load (1 min) |")
+    print("|---" * (len(cols) + 5) + "|")
+    for n in args.dims:
+        for name in OURS:
+            if name == "cma-es" and n > args.cma_max_dim:
+                continue
+            steps = user_steps(name, n)
+            for step in steps.values():  # compile and reach the steady state
+                for _ in range(warmup_gens(name, n)):
+                    step()
+            ratios = []
+            for r in range(args.rounds):
+                row = {c: median_ms(steps[c], args.reps, warmup=1) for c in cols}
+                ratios.append(
+                    min(row["evosax vmap"], row["evosax map"])
+                    / min(row["ours vmap"], row["ours map"])
+                )
+                cells = " | ".join(f"{row[c]:.1f}" for c in cols)
+                load = os.getloadavg()[0]
+                print(
+                    f"| {n:,} | {name} | {r + 1} | {cells} | {ratios[-1]:.1f} | {load:.1f} |",
+                    flush=True,
+                )
+            print(
+                f"| {n:,} | {name} | median | | | | | {np.median(ratios):.1f} "
+                f"({min(ratios):.1f}–{max(ratios):.1f}) | |",
+                flush=True,
+            )
+
+
 def random_settings(dims) -> str:
     """The PRNG and noise settings this run uses (they decide the random streams)."""
     sizes = ", ".join(f"n={n:,}: {es_common.noise_table_size(n):,}" for n in dims)
@@ -142,6 +241,9 @@ def random_settings(dims) -> str:
         f"ours 'table': noise table of N(0,1) floats per instance ({sizes} entries), contiguous "
         "slices at random offsets times random signs (cmamae.es._common.standard_normal; "
         "offsets and signs drawn with jax_threefry_partitionable=True)\n"
+        "ours 'shared' (noise='auto' of a standalone ES from 4,096 numbers per ask): the same "
+        f"sampling from one process-wide table (seed {es_common.SHARED_TABLE_SEED}) outside "
+        "the state\n"
         "ours 'normal': jax.random.normal; pyribs: NumPy default_rng (PCG64), float32\n"
     )
 
@@ -154,7 +256,17 @@ def main():
         "--cma-max-dim", type=int, default=1000, help="largest n at which the Θ(n²) CMA-ES runs"
     )
     parser.add_argument("--skip-evosax", action="store_true")
+    parser.add_argument(
+        "--mode",
+        choices=["emitter", "user"],
+        default="emitter",
+        help="emitter: one donated jit of ask+tell per library and generator (the default); "
+        "user: the drivers a user writes, ours against evosax (module docstring)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="user mode: alternating rounds")
     args = parser.parse_args()
+    if args.mode == "user":
+        return main_user(args)
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}; ψ={PSI}, λ={LAM}; "
         f"median of {args.reps} iterations after warm-up ({WARMUP} generations for LM-MA-ES "

@@ -134,7 +134,7 @@ def test_shared_noise_keeps_the_table_out_of_the_state(name):
     """noise="shared": an empty noise leaf, samples that are slices of the one process-wide
     table times signs (standard normal, key-dependent), and "auto" picks it for an ES from
     AUTO_TABLE_FROM numbers per ask on, while resolve_noise (the QD algorithms) keeps "table"."""
-    n, lam = 3000, 10
+    n, lam = 1000, 10
     strategy = es.get(name, popsize=lam, sigma0=1.0, **SMALL.get(name, {}))
     assert strategy.resolved_noise(n) == "shared"
     assert strategy.resolved_noise(_common.AUTO_TABLE_FROM // lam - 1) == "normal"

@@ -185,6 +185,24 @@ def test_tell_recovers_sampled_z():
         assert float(jnp.max(jnp.abs(d - z))) > 1e-2
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_gram_tracks_the_vectors(dtype):
+    """The G = M Mᵀ that ``tell`` updates in O(k²) stays equal to the recomputed product over
+    300 generations (k = 6, so the slow vectors' near-1 decay rates are exercised), and the
+    filter selection's held generations (m = 0) hold it with the vectors."""
+    strategy = LMMAES(popsize=12, sigma0=0.5, k=6)
+    with jax.enable_x64(dtype == jnp.float64):
+        x0 = jnp.linspace(-2, 2, 50, dtype=dtype)
+        state = _run_to_state(strategy, x0, jax.random.key(5), 300, lambda x: -jnp.sum(x**2, 1))
+        exact = np.asarray(state.vectors, np.float64) @ np.asarray(state.vectors, np.float64).T
+        assert state.gram.dtype == dtype and float(np.abs(exact).max()) > 1e-3
+        tol = dict(rtol=1e-4, atol=1e-5) if dtype == jnp.float32 else dict(rtol=1e-10, atol=0)
+        np.testing.assert_allclose(np.asarray(state.gram), exact, **tol)
+        x, _ = strategy.ask(jax.random.key(6), state)
+        held = strategy.tell(state, x, -jnp.sum(x**2, 1), num_parents=jnp.int32(0))
+        np.testing.assert_array_equal(np.asarray(held.gram), np.asarray(state.gram))
+
+
 # --------------------------------------------------------------------------- convergence
 def test_solves_rotated_ellipsoid_n100():
     """n = 100, condition 1e6, random rotation: f < 1e-8 (minimizing) within 2.5 M evaluations.
