@@ -14,8 +14,11 @@ at a per-user folder, so a second process with the same program loads the execut
 
 Programs that compile in at least :data:`MIN_COMPILE_S` are cached (JAX's default, 1 s, left
 out the chunks of small problems, which compile in 0.2-1 s here); entries of any size are kept.
-Where the ``filelock`` package is installed, JAX's least-recently-used eviction holds the
-folder to :data:`MAX_BYTES`; without it the folder grows (``rm -r`` it at any time).
+JAX's least-recently-used eviction holds the folder to :data:`MAX_BYTES`, and with it JAX locks
+the folder (``filelock``, a dependency) around every read and write. Without that lock JAX
+writes entries in place, unlocked, and another process reading an entry half written
+crashed (a segmentation fault in the executable's deserialization, seen with several cmamae
+processes at once), so the cache stays off where ``filelock`` cannot be imported.
 """
 
 from __future__ import annotations
@@ -72,6 +75,15 @@ def enable(path: str | os.PathLike | None = "default") -> Path | None:
     folder = Path(folder).expanduser().absolute()
     if _ours == str(folder):
         return folder
+    if not _have_filelock():
+        import warnings
+
+        warnings.warn(
+            "compilation cache off: it needs the filelock package (pip install filelock) to "
+            "be safe with several processes",
+            stacklevel=2,
+        )
+        return None
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as err:
@@ -106,7 +118,7 @@ def _set(folder: str | None) -> None:
     if folder is not None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-        if jax.config.jax_compilation_cache_max_size == -1 and _have_filelock():
+        if jax.config.jax_compilation_cache_max_size == -1:  # -1: no eviction, no locking
             jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     # JAX decides once per process, at the first compile, whether a cache is in use.
     compilation_cache.reset_cache()
