@@ -31,10 +31,12 @@ import warnings
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cmamae import compile_cache, provenance, rundir
-from cmamae.archives import with_provenance, without_provenance
+from cmamae.archives import ArchiveState, with_provenance, without_provenance
+from cmamae.es.lm_ma_es import LMMAESState
 from cmamae.experiment import checkpoint
 from cmamae.experiment import progress as progress_lib
 from cmamae.experiment.config import ConfigError, ResolvedRun, RunConfig
@@ -290,7 +292,8 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
 
 def _load_checkpoint(ckpt_dir: Path, template, initial):
     """The newest valid checkpoint (warning about each file skipped), also from runs written
-    before archives recorded provenance (their elites' provenance is then unknown, -1)."""
+    by earlier versions (:func:`_without_provenance`: their elites' provenance is then
+    unknown, -1)."""
     with warnings.catch_warnings(record=True) as skipped:
         warnings.simplefilter("always")
         found = checkpoint.load_latest(ckpt_dir, template, initial=initial)
@@ -306,18 +309,37 @@ def _load_checkpoint(ckpt_dir: Path, template, initial):
     return found
 
 
+def _legacy_nodes(x) -> bool:
+    return isinstance(x, (ArchiveState, LMMAESState))
+
+
 def _without_provenance(states):
-    return states.replace(
-        archive=without_provenance(states.archive),
-        result=None if states.result is None else without_provenance(states.result),
-    )
+    """The tree structure of states written by earlier versions: archives without provenance
+    (``eval_iteration``, ``eval_row``), LM-MA-ES without its Gram matrix."""
+
+    def old(node):
+        if isinstance(node, ArchiveState):
+            return without_provenance(node)
+        if isinstance(node, LMMAESState):
+            return node.replace(gram=None)
+        return node
+
+    return jax.tree_util.tree_map(old, states, is_leaf=_legacy_nodes)
 
 
 def _with_provenance(states):
-    return states.replace(
-        archive=with_provenance(states.archive),
-        result=None if states.result is None else with_provenance(states.result),
-    )
+    """States of the old structure brought up to date: unknown provenance (-1), the Gram
+    matrix of the LM-MA-ES direction vectors recomputed (M Mᵀ, as ``tell`` keeps it)."""
+
+    def new(node):
+        if isinstance(node, ArchiveState):
+            return with_provenance(node)
+        if isinstance(node, LMMAESState) and node.gram is None:
+            m = node.vectors
+            return node.replace(gram=jnp.einsum("...kn,...jn->...kj", m, m))
+        return node
+
+    return jax.tree_util.tree_map(new, states, is_leaf=_legacy_nodes)
 
 
 def _record_layout(run_dir: Path, iteration: int, layout: Layout) -> None:
