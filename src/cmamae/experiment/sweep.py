@@ -323,7 +323,9 @@ def run_sweep(
     Args:
         sweep: the grid.
         out: the sweep folder; it may exist when it holds this same sweep (or nothing else).
-        quiet, plots, execution: passed to each run (:func:`cmamae.experiment.runner.start`).
+        quiet: passed to each run (:func:`cmamae.experiment.runner.start`).
+        plots: passed to each run.
+        execution: passed to each run.
         log: called with one line per cell (what is done with it) and at the end; None: silent.
 
     Raises:
