@@ -4,6 +4,7 @@ the corrected archive, and replay / evaluate / report say what they did in words
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -201,7 +202,11 @@ def test_corrected_objectives_are_within_4_sigma_over_sqrt_n_and_qd_score_drops(
     gap = np.abs(mean_f - np.asarray(truth))
     assert len(r.cells) > 10
     assert np.all(gap < 4 * sigma / np.sqrt(episodes)), gap.max()
-    stats = result.scheduler.best_archive.stats
+    archive = result.scheduler.best_archive
+    # the NumPy stats of the means (progress, partial summaries) are the corrected archive's
+    partial = evaluation.corrected_stats(archive, dataclasses.replace(r, corrected=None))
+    assert partial == pytest.approx(evaluation.stats_of(archive, r.corrected), rel=1e-5)
+    stats = archive.stats
     stored_qd = float(stats(r.stored).qd_score)
     assert float(stats(r.corrected).qd_score) < stored_qd
     # the stored scores are the lucky ones: on average above the truth

@@ -53,7 +53,7 @@ class SeedEvaluation:
         objectives: ``(episodes, k)`` one row per episode.
         measures: ``(episodes, k, m)``.
         stored: the result archive's state (the stored, single-episode scores).
-        corrected: the corrected archive's state (``None`` until an episode is done).
+        corrected: the corrected archive's state (``None`` until the evaluation ends).
     """
 
     cells: np.ndarray
@@ -211,16 +211,35 @@ def reevaluate(
             part = slice(sizes[s], sizes[s + 1])
             r.objectives = np.concatenate([r.objectives, f[None, part]])
             r.measures = np.concatenate([r.measures, m[None, part].reshape(1, -1, m.shape[-1])])
-        for r in done:
-            r.corrected = corrected_archive(archive, r.stored, r.cells, *r.mean())
         if on_episode is not None:
             on_episode(done)
         if stop is not None and stop.is_set():
             break
-    for r in done:
-        if r.corrected is None and r.episodes > 0:
+    for r in done:  # once, at the end: it writes a (cells, n) archive
+        if r.episodes > 0:
             r.corrected = corrected_archive(archive, r.stored, r.cells, *r.mean())
     return done
+
+
+def corrected_stats(archive, r: SeedEvaluation) -> dict[str, float]:
+    """:func:`stats_of` the corrected archive, from the means alone (NumPy, no archive
+    written): for progress and partial summaries while episodes are still running."""
+    if r.corrected is not None:
+        return stats_of(archive, r.corrected)
+    mean_f, mean_m = r.mean()
+    ok = np.isfinite(mean_f) & np.all(np.isfinite(mean_m), axis=1)
+    ok &= mean_f > archive.threshold_min  # a new cell needs f > threshold_min
+    cells = np.asarray(archive.index_of(jnp.asarray(mean_m[ok], archive.dtype))) if ok.any() else []
+    best: dict[int, float] = {}
+    for c, f in zip(np.asarray(cells).tolist(), mean_f[ok].tolist()):
+        best[c] = max(best.get(c, -np.inf), f)
+    values = np.array(list(best.values()))
+    return {
+        "qd_score": float(np.sum(values - archive.qd_score_offset)),
+        "coverage": len(best) / archive.cells,
+        "obj_max": float(values.max()) if len(values) else float("nan"),
+        "num_elites": float(len(best)),
+    }
 
 
 def stats_of(archive, state) -> dict[str, float]:
@@ -298,8 +317,8 @@ def _summary(settings: dict, results: list[SeedEvaluation], archive) -> dict:
         entry["first_row"] = first_row  # of the seed's first elite, in the pooled order
         first_row += int(len(r.cells))
         entry["stored"] = stats_of(archive, r.stored)
-        if r.corrected is not None:
-            entry["corrected"] = stats_of(archive, r.corrected)
+        if r.episodes > 0:
+            entry["corrected"] = corrected_stats(archive, r)
         seeds.append(entry)
     done = min((r.episodes for r in results), default=0)
     out = {"format": FORMAT, **settings, "episodes_done": done, "seeds": seeds}
@@ -387,7 +406,7 @@ def evaluate_run(
             evals = sum(r.episodes * len(r.cells) for r in results)
             rate = (evals - counted[0]) / max(time.perf_counter() - t0, 1e-9)
             _save(run_dir, _summary(settings, results, archive), results, archive)
-            corrected = [stats_of(archive, r.corrected) for r in results if r.corrected]
+            corrected = [corrected_stats(archive, r) for r in results if r.episodes]
             if corrected:
                 mean = {k: float(np.mean([c[k] for c in corrected])) for k in STAT_NAMES}
                 progress.update(evals, mean, rate)
