@@ -19,6 +19,7 @@ traced, and read the per-m values from a :class:`ParentTable` over m = 0..λ com
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -68,6 +69,21 @@ def parent_table(
     values = {k: np.array([r[k] for r in rows], np.float64) for k in rows[0]}
     values["mueff"] = mueff
     return ParentTable(weights=weights, values=values)
+
+
+def cma_rates(p) -> dict[str, float]:
+    """The rates of a CMA-ES family's parameters ``p`` (μ_eff, c_σ, d_σ, c_c, c₁, c_μ, and
+    √(c_c (2 − c_c) μ_eff), the coefficient of the rank-one path) as its ``tell`` reads them
+    for the full μ parents: the ``r`` of a :class:`ParentTable` row."""
+    return dict(
+        mueff=p.mueff,
+        cs=p.cs,
+        damps=p.damps,
+        cc=p.cc,
+        c1=p.c1,
+        cmu=p.cmu,
+        pc_coef=math.sqrt(p.cc * (2 - p.cc) * p.mueff),
+    )
 
 
 def check_num_parents(num_parents, popsize: int) -> jax.Array:

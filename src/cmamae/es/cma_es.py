@@ -258,16 +258,7 @@ class CMAES(EvolutionStrategy):
         tiny = jnp.finfo(dtype).tiny
         if num_parents is None:
             w, mu = jnp.asarray(p.weights, dtype), p.mu
-            r = dict(
-                mueff=p.mueff,
-                cs=p.cs,
-                damps=p.damps,
-                cc=p.cc,
-                c1=p.c1,
-                cmu=p.cmu,
-                pc_coef=math.sqrt(p.cc * (2 - p.cc) * p.mueff),
-                weight_sum=float(p.weights.sum()),
-            )
+            r = dict(_selection.cma_rates(p), weight_sum=float(p.weights.sum()))
         else:
             num_parents = _selection.check_num_parents(num_parents, self.popsize)
             (w, r), mu = self.parent_table(n).row(num_parents, dtype), self.popsize

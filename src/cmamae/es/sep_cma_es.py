@@ -190,15 +190,7 @@ class SepCMAES(EvolutionStrategy):
         dtype = state.mean.dtype
         if num_parents is None:
             w, mu = jnp.asarray(p.weights, dtype), p.mu
-            r = dict(
-                mueff=p.mueff,
-                cs=p.cs,
-                damps=p.damps,
-                cc=p.cc,
-                c1=p.c1,
-                cmu=p.cmu,
-                pc_coef=math.sqrt(p.cc * (2 - p.cc) * p.mueff),
-            )
+            r = _selection.cma_rates(p)
         else:
             num_parents = _selection.check_num_parents(num_parents, self.popsize)
             (w, r), mu = self.parent_table(n).row(num_parents, dtype), self.popsize
