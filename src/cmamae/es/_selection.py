@@ -44,7 +44,7 @@ class ParentTable:
     Attributes:
         weights: ``(λ + 1, λ)`` float64, :func:`parent_weights`.
         values: name → ``(λ + 1, ...)`` float64 array; row m is the value for m parents
-            (always ``"mueff"``; row 0 repeats row 1, a placeholder: m = 0 updates nothing).
+            (always ``"mueff"``; row 0 repeats row 1: with m = 0 the update is discarded).
     """
 
     weights: np.ndarray
