@@ -322,42 +322,49 @@ def reproduce(
             groups.setdefault((sc.iteration, sc.phase), []).append((s, int(c), sc))
     results: dict[tuple[int, int], Reproduction] = {}
     mesh = None if layout.host else layout.mesh(scheduler)
-    n = scheduler.archive.solution_dim
     for members in groups.values():
         first = members[0][2]
         keys = jnp.stack([evaluation_key(k, first) for k in run_keys])
-        if layout.host:
-            outs = _host_scores(task, keys, states, members)
-        else:
-            batch = np.zeros((seeds, first.batch_size, n), np.asarray(states[0].solutions).dtype)
-            for s, c, sc in members:
-                batch[s, sc.row] = np.asarray(states[s].solutions)[c]
-            objectives, measures = evaluate_like_run(evaluate, keys, batch, layout, mesh)[:2]
-            outs = {(s, c): (objectives[s, sc.row], measures[s, sc.row]) for s, c, sc in members}
-        for s, c, sc in members:
-            f, m = outs[(s, c)]
+        placed = [(s, sc.row, np.asarray(states[s].solutions)[c]) for s, c, sc in members]
+        outs = evaluate_at_rows(task, evaluate, keys, first.batch_size, placed, layout, mesh)
+        for (s, c, sc), (f, m) in zip(members, outs):
             results[(s, c)] = Reproduction(
                 cell=c,
                 scoring=sc,
                 stored_objective=np.asarray(states[s].objectives)[c].item(),
                 stored_measures=np.asarray(states[s].measures)[c],
-                objective=float(f),
-                measures=np.asarray(m, np.float64),
+                objective=f,
+                measures=m,
             )
     return [[results[(s, int(c))] for c in seed_cells] for s, seed_cells in enumerate(cells)]
 
 
-def _host_scores(task, keys, states, members) -> dict:
-    """Host tasks: each elite's episode from its row's argument of ``episode_args``."""
-    from cmamae.tasks import host
+def evaluate_at_rows(
+    task, evaluate: Callable, keys, batch_size: int, placed, layout: Layout, mesh=None
+) -> list[tuple[float, np.ndarray]]:
+    """One evaluation of the run's layout with solutions at given rows: ``placed`` holds
+    ``(seed, row, solution (n,))``; every other row is zeros (a row's numbers do not depend
+    on the others'). ``keys`` ``(seeds,)``: the evaluation's key per seed. Host tasks run
+    each placed solution alone from ``episode_args(key, batch_size)[row]``. Returns
+    ``(objective, measures (m,) float64)`` per placed solution."""
+    if layout.host:
+        from cmamae.tasks import host
 
-    out = {}
-    for s, c, sc in members:
-        arg = task.episode_args(keys[s], sc.batch_size)[sc.row]
-        solution = np.asarray(states[s].solutions)[c][None]
-        f, m, failures = host.run_episodes(
-            task.simulator, task.episode, solution, [arg], len(task.measure_names)
-        )
-        host.log_failures(task.name, failures)
-        out[(s, c)] = (f[0], m[0])
-    return out
+        out = []
+        for s, row, solution in placed:
+            arg = task.episode_args(keys[s], batch_size)[row]
+            f, m, failures = host.run_episodes(
+                task.simulator, task.episode, solution[None], [arg], len(task.measure_names)
+            )
+            host.log_failures(task.name, failures)
+            out.append((float(f[0]), np.asarray(m[0], np.float64)))
+        return out
+    dtype = np.asarray(placed[0][2]).dtype
+    batch = np.zeros((layout.seeds, batch_size, len(placed[0][2])), dtype)
+    for s, row, solution in placed:
+        batch[s, row] = solution
+    objectives, measures = evaluate_like_run(evaluate, keys, batch, layout, mesh)[:2]
+    return [
+        (float(objectives[s, row]), np.asarray(measures[s, row], np.float64))
+        for s, row, _ in placed
+    ]

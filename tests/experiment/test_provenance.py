@@ -269,7 +269,7 @@ def test_old_run_folder_without_provenance(sphere_run, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["evaluate", "{run}", "--episodes", "0"], "episodes must be a positive integer"),
+        (["evaluate", "{run}", "--episodes", "0"], "episodes must be an integer >= 1"),
         (["evaluate", "{tmp}"], "is not a run folder"),
         (["evaluate", "{bare}"], "has no result archive"),
         (["replay", "{old}", "--episode", "stored"], "cannot be re-run"),

@@ -197,17 +197,17 @@ class RunConfig:
             seeds = presets[self.preset]["seeds"] if seeds is None else seeds
         evals = DEFAULT_ITERATIONS * batch if evals is None else evals
         seeds = DEFAULT_SEEDS if seeds is None else seeds
-        _check_int("evals", evals, batch, f"one iteration of {self.algo!r} ({batch} evaluations)")
-        _check_int("seeds", seeds, 1, "1")
-        _check_int("seed", self.seed, 0, "0")
+        check_int("evals", evals, batch, f"one iteration of {self.algo!r} ({batch} evaluations)")
+        check_int("seeds", seeds, 1, "1")
+        check_int("seed", self.seed, 0, "0")
         iterations = evals // batch
         checkpoint_every = self.checkpoint_every or max(1, math.ceil(iterations / 10))
-        _check_int("checkpoint_every", checkpoint_every, 1, "1")
+        check_int("checkpoint_every", checkpoint_every, 1, "1")
         log_every = self.log_every or max(1, iterations // 200)
-        _check_int("log_every", log_every, 1, "1")
+        check_int("log_every", log_every, 1, "1")
         # A host task's iteration is long (episodes on workers): report after every one.
         chunk = self.chunk or (1 if task.host_evaluated else min(checkpoint_every, 100))
-        _check_int("chunk", chunk, 1, "1")
+        check_int("chunk", chunk, 1, "1")
         if chunk > checkpoint_every:
             raise ConfigError(
                 f"chunk ({chunk}) must not exceed checkpoint_every ({checkpoint_every}): a "
@@ -228,7 +228,10 @@ class RunConfig:
         )
 
 
-def _check_int(name: str, value, minimum: int, what: str) -> None:
+def check_int(name: str, value, minimum: int, what: str | None = None) -> None:
+    """Raise a ConfigError naming ``name`` unless ``value`` is an integer >= ``minimum``
+    (``what`` describes the minimum in the message; default: the number)."""
+    what = str(minimum) if what is None else what
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {what}, got {value!r}")
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from cmamae import rundir
 from cmamae.experiment import checkpoint
-from cmamae.experiment.config import ConfigError
+from cmamae.experiment.config import ConfigError, check_int
 from cmamae.provenance import Layout, evaluate_like_run
 
 FORMAT = 1
@@ -104,13 +104,6 @@ def corrected_archive(archive, stored, cells: np.ndarray, objectives, measures):
 def episode_key(seed: int, episode: int) -> jax.Array:
     """The key of re-evaluation episode ``episode`` (0-based) of evaluation seed ``seed``."""
     return jax.random.fold_in(jax.random.key(seed), episode)
-
-
-def _check_count(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"{name} must be {what}, got {value!r}")
-    return int(value)
 
 
 def even_batch(elites: int, batch_size: int) -> int:
@@ -185,8 +178,9 @@ def reevaluate(
     Returns:
         One :class:`SeedEvaluation` per seed, its corrected archive filled in.
     """
-    episodes = _check_count("episodes", episodes)
-    batch_size = _check_count("batch_size", batch_size or scheduler.batch_size)
+    batch_size = batch_size or scheduler.batch_size
+    check_int("episodes", episodes, 1)
+    check_int("batch_size", batch_size, 1)
     archive = scheduler.best_archive
     if done is None:
         m = archive.measure_dim
@@ -356,10 +350,10 @@ def evaluate_run(
     from cmamae.experiment.config import ResolvedRun
     from cmamae.experiment.runner import _stop_on_signals
 
-    episodes = _check_count("episodes", episodes)
-    seed = _check_count("seed", seed, minimum=0)
+    check_int("episodes", episodes, 1)
+    check_int("seed", seed, 0)
     if batch_size is not None:
-        batch_size = _check_count("batch_size", batch_size)
+        check_int("batch_size", batch_size, 1)
     config = rundir.read_config(run_dir)
     resolved = ResolvedRun.from_json(config)
     task, scheduler = resolved.task, resolved.algorithm.scheduler

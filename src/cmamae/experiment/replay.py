@@ -143,27 +143,19 @@ def _reevaluation_episode(run_dir, resolved, seed, cell, which) -> Episode:
 
 def _run_episode(task, scheduler, ep: Episode, solution: np.ndarray, trajectory: bool):
     """``(objective, measures, trajectory or None)`` of ``solution`` run as ``ep`` says."""
-    if ep.layout.host:
-        from cmamae.tasks import host
-
-        arg = task.episode_args(ep.keys[ep.seed], ep.batch_size)[ep.row]
-        f, m, failures = host.run_episodes(
-            task.simulator, task.episode, solution[None], [arg], len(task.measure_names)
-        )
-        host.log_failures(task.name, failures)
-        return float(f[0]), np.asarray(m[0], np.float64), None
-    batch = np.zeros((ep.layout.seeds, ep.batch_size, solution.size), solution.dtype)
-    batch[ep.seed, ep.row] = solution
-    mesh = ep.layout.mesh(scheduler)
-    out = provenance.evaluate_like_run(
-        evaluate_fn(scheduler, task), ep.keys, batch, ep.layout, mesh
+    mesh = None if ep.layout.host else ep.layout.mesh(scheduler)
+    placed = [(ep.seed, ep.row, solution)]
+    evaluate = evaluate_fn(scheduler, task)
+    ((f, m),) = provenance.evaluate_at_rows(
+        task, evaluate, ep.keys, ep.batch_size, placed, ep.layout, mesh
     )
-    f, m = out[0][ep.seed, ep.row], out[1][ep.seed, ep.row]
     traj = None
     if trajectory:
+        batch = np.zeros((ep.layout.seeds, ep.batch_size, solution.size), solution.dtype)
+        batch[ep.seed, ep.row] = solution
         full = provenance.evaluate_like_run(task.replay.trajectory, ep.keys, batch, ep.layout, mesh)
         traj = {k: np.asarray(v)[ep.seed, ep.row] for k, v in full.items()}
-    return float(f), np.asarray(m, np.float64), traj
+    return f, m, traj
 
 
 def _verdict(ep: Episode, objective: float, measures: np.ndarray, dtype) -> dict:
