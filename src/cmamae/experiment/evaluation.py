@@ -348,7 +348,7 @@ def evaluate_run(
     from cmamae import compile_cache
     from cmamae.experiment import progress as progress_lib
     from cmamae.experiment.config import ResolvedRun
-    from cmamae.experiment.runner import _stop_on_signals
+    from cmamae.experiment.runner import stop_on_signals
 
     check_int("episodes", episodes, 1)
     check_int("seed", seed, 0)
@@ -391,7 +391,7 @@ def evaluate_run(
     with (
         evaluator_cm as evaluator,
         progress_lib.make(total, quiet) as progress,
-        _stop_on_signals() as stop,
+        stop_on_signals() as stop,
     ):
         t0 = time.perf_counter()
         counted = [sum(r.episodes * len(r.cells) for r in done or [])]

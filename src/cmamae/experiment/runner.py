@@ -115,7 +115,7 @@ def resume(
 
 
 @contextlib.contextmanager
-def _stop_on_signals():
+def stop_on_signals():
     """Yields an Event that the first SIGINT/SIGTERM sets (the second aborts at once)."""
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
@@ -246,7 +246,7 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
     with (
         execution.open(scheduler, task, run_keys, evaluate) as advance,
         progress_lib.make(resolved.evals, quiet) as progress,
-        _stop_on_signals() as stop,
+        stop_on_signals() as stop,
     ):
         states = advance.place(states)
         mesh = getattr(advance, "mesh", None)  # host-side advances have none

@@ -338,7 +338,7 @@ def run_sweep(
     record["cells"] = [c.config.name for c in cells]
     _write_record(out, record)
     common = dict(quiet=quiet, plots=plots, execution=execution)
-    with runner._stop_on_signals() as stop:  # Ctrl-C between runs; each run has its own
+    with runner.stop_on_signals() as stop:  # Ctrl-C between runs; each run has its own
         for i, cell in enumerate(cells, 1):
             if stop.is_set():
                 return _interrupted(out, cells, log)
