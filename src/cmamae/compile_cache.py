@@ -91,8 +91,25 @@ def enable(path: str | os.PathLike | None = "default") -> Path | None:
 
         warnings.warn(f"compilation cache off: cannot create {folder}: {err}", stacklevel=2)
         return None
+    _give_entries_access_times(folder)
     _set(str(folder))
     return folder
+
+
+def _give_entries_access_times(folder: Path) -> None:
+    """Give every cache entry without one an access-time file (written now), as JAX's
+    size-bounded cache keeps them: entries written without the bound (cmamae before it set
+    one) have none, and JAX's eviction then warned on every write (FileNotFoundError)."""
+    import time
+
+    stamp = time.time_ns().to_bytes(8, "little")
+    for entry in folder.glob("*-cache"):
+        atime = entry.with_name(entry.name[: -len("-cache")] + "-atime")
+        if not atime.exists():
+            try:
+                atime.write_bytes(stamp)
+            except OSError:
+                return
 
 
 def disable() -> None:

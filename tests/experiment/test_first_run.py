@@ -487,3 +487,14 @@ def test_archive_files_are_row_sparse_and_old_dense_files_load(tmp_path):
     old = load_npz(tmp_path / "dense.npz", archive)
     for a, b in zip(jax.tree_util.tree_leaves(old), jax.tree_util.tree_leaves(state)):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+def test_cache_entries_written_without_the_size_bound_get_access_times(tmp_path):
+    """Entries from a cache used without JAX's size bound have no access-time files, which
+    made JAX's eviction warn on every write; enabling the cache gives them one."""
+    (tmp_path / "jit_f-abc-cache").write_bytes(b"x")
+    (tmp_path / "jit_g-def-cache").write_bytes(b"y")
+    (tmp_path / "jit_g-def-atime").write_bytes(b"12345678")
+    compile_cache._give_entries_access_times(tmp_path)
+    assert (tmp_path / "jit_f-abc-atime").stat().st_size == 8
+    assert (tmp_path / "jit_g-def-atime").read_bytes() == b"12345678"  # kept
