@@ -100,6 +100,32 @@ def test_derived_foot_contacts_equal_mujocos_contact_list(name, adapted):
     assert seen.any(axis=0).all() and (~seen).any(axis=0).all()  # every foot both ways
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_simulations_that_warn_go_on_as_mj_step_does(threads, tmp_path, monkeypatch):
+    """``Batch.rollout`` stops a simulation whose warning counters rise, where ``mj_step``
+    resets a bad state (or zeroes a bad control) and goes on: the engine steps such a
+    simulation again one step at a time. A policy with a NaN weight (NaN controls at every
+    physics step) and a start with a huge velocity equal the twin's episodes."""
+    monkeypatch.chdir(tmp_path)  # MuJoCo logs its warnings to MUJOCO_LOG.TXT there
+    task = tasks.get("ant", episode_length=30, backend="native")
+    s = dict(task.evaluate.kwargs)
+    x = _policies(task, 8, seed=5).astype(np.float64)
+    x[1, 40] = np.nan
+    qpos, qvel = (np.tile(a, (len(x), 1)) for a in native.start_state(task, jax.random.key(2)))
+    qvel[6, 0] = 1e11  # beyond mjMAXVAL: mj_step resets the state with a warning
+    episodes = native_batch.run_episodes(
+        s["robot"], s["adaptation"], s["policy"], x, qpos, qvel, 30, threads=threads
+    )
+    env = native.NativeEnv(s["robot"], s["adaptation"])
+    for i in range(len(x)):
+        total, contact_steps, steps = env.episode(s["policy"], x[i], qpos[i], qvel[i], 30)
+        assert episodes.total[i] == total and episodes.steps[i] == steps, i
+        np.testing.assert_array_equal(episodes.measures[i], contact_steps / max(steps, 1))
+        warned = env.data.warning.number.sum()
+        assert warned > 0 if i in (1, 6) else warned == 0, i
+    assert not episodes.failed.any() and episodes.steps[1] == 30
+
+
 # ---------------------------------------------------------------- invariance
 @pytest.fixture(scope="module")
 def ant():

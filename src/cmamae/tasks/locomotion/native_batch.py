@@ -1,21 +1,23 @@
 """The locomotion tasks on native MuJoCo, many episodes at once (``backend="native"``).
 
-``mujoco.batch.Batch`` (MuJoCo >= 4.0) holds one simulation per solution and steps them on a
-C thread pool, bit-identical to a loop over one ``MjData`` each (its documentation), so an
-episode depends neither on its neighbours in the batch nor on the thread count. Around it the
-rest is vectorized NumPy over the simulations (float64), with the definitions of the
-per-episode twin (:mod:`cmamae.tasks.locomotion.native`): the policies' forward pass
-(:func:`~cmamae.tasks.locomotion.native.apply`, one BLAS call per row, the twin's own, on
-row blocks in as many Python threads as the batch has), and Gymnasium's observation, reward
-and termination from env.py. Terminated episodes are no longer stepped
-(``Batch.step(ids=...)``), and the policies of the running ones are computed on a compacted
-copy of their weights once enough have ended.
+``mujoco.batch.Batch`` (MuJoCo >= 4.0) holds one simulation per solution and steps them,
+bit-identical to a loop over one ``MjData`` each (its documentation), so an episode depends
+neither on its neighbours in the batch nor on the thread count. Around it the rest is
+vectorized NumPy over the simulations (float64), with the definitions of the per-episode twin
+(:mod:`cmamae.tasks.locomotion.native`): the policies' forward pass
+(:func:`~cmamae.tasks.locomotion.native.apply`, one BLAS call per row, the twin's own), and
+Gymnasium's observation, reward and termination from env.py. A call's simulations are dealt
+to as many shards as it has threads, each a ``Batch`` with one C thread driven by a Python
+thread of its own (one shard's NumPy work overlaps the others' physics); a policy step is one
+``Batch.rollout`` of ``frame_skip`` physics steps. Terminated episodes are no longer stepped,
+and the policies of the running ones are computed on a compacted copy of their weights once
+enough have ended.
 
 Foot contacts follow the task's rule: a foot touches the floor on a physics step when an
 active contact (``dist < includemargin``) pairs it with the floor. ``Batch`` cannot bind the
 contact list, so :class:`FootGeometry` recomputes the two contacts MuJoCo's plane-capsule
 collision makes from what it can bind (each foot capsule's pose, ``geom_xpos`` and
-``geom_xmat``, refreshed after every physics step, as the contacts are): per capsule end,
+``geom_xmat``, recorded after every physics step, as the contacts are): per capsule end,
 ``dist = (end − floor) · normal − radius``, kept when ``dist <= margin`` and active when
 ``dist < margin − gap``, with the arithmetic of MuJoCo's ``mjc_PlaneCapsule``. The tests check
 the measures equal the twin's, which reads MuJoCo's contact list, for every robot and model.
@@ -29,10 +31,10 @@ Two entry points:
   from it (:func:`~cmamae.tasks.locomotion.native.reset_state`: the MJX task's draw, by a
   standalone compiled program, so the same bits every time) and runs the episodes; under
   ``vmap`` (the runner's seeds) the callback gets the leading axes in one call
-  (``vmap_method="expand_dims"``) and runs seeds × batch simulations in one ``Batch``.
+  (``vmap_method="expand_dims"``) and runs seeds × batch simulations in one call.
 
-``Batch`` objects are cached in the process per (model, simulations, threads), never in the
-task, which stays a frozen, hashable value.
+``Batch`` objects are cached in the process per (model, simulations), never in the task,
+which stays a frozen, hashable value.
 """
 
 from __future__ import annotations
@@ -129,8 +131,9 @@ class FootGeometry:
     def contacts(self, geom_xpos: np.ndarray, geom_xmat: np.ndarray) -> np.ndarray:
         """Per simulation and foot, whether an active contact pairs it with the floor.
 
-        ``geom_xpos`` ``(N, F, 3)`` and ``geom_xmat`` ``(N, F, 9)`` are the feet's poses
-        (rows of :attr:`feet`) -> ``(N, F)`` bool. Same operations, in the same order, as
+        ``geom_xpos`` ``(..., F, 3)`` and ``geom_xmat`` ``(..., F, 9)`` are the feet's poses
+        (rows of :attr:`feet`; leading axes e.g. simulations and physics steps) ->
+        ``(..., F)`` bool. Same operations, in the same order, as
         MuJoCo's ``mjc_PlaneCapsule`` / ``mjraw_PlaneSphere``.
         """
         segment = self.half_length[:, None] * geom_xmat[..., 2::3]  # the capsule's axis
@@ -195,13 +198,41 @@ def foot_geometry(robot: Robot, adaptation: Adaptation) -> FootGeometry:
 
 # ----------------------------------------------------------------------------- batches
 class _Sims:
-    """One ``mujoco.batch.Batch`` and the fields the episodes read and write."""
+    """One ``mujoco.batch.Batch`` and the fields the episodes read and write.
 
-    def __init__(self, model: mujoco.MjModel, nsim: int, nthread: int):
+    Attributes:
+        batch: the ``Batch``.
+        qpos, qvel, ctrl: its state fields (live views).
+        xpos, output: its bound outputs (``output``: by name, those of ``_RECORD``).
+        records: per name of ``_RECORD``, a ``(nsim, frame_skip, ...)`` buffer for
+            ``Batch.rollout``'s records (its first rows are used when fewer simulations step).
+        warned, warned_total: ``(nsim,)`` each simulation's warning count when last noted,
+            and their sum.
+    """
+
+    def __init__(self, robot: Robot, model: mujoco.MjModel, nsim: int, nthread: int):
         batch = require_batch().Batch(model, nsim, nthread)
         self.batch = batch
-        for name in ("qpos", "qvel", "ctrl", "xpos", "geom_xpos", "geom_xmat"):
+        for name in ("qpos", "qvel", "ctrl", "xpos"):
             setattr(self, name, batch.bind(name))
+        self.output = {name: batch.bind(name) for name in _RECORD}
+        self.records = {
+            name: np.empty((nsim, robot.frame_skip, *a.shape[1:]), a.dtype)
+            for name, a in self.output.items()
+        }
+        self.note_warnings()
+
+    def note_warnings(self) -> None:
+        """Keeps each simulation's warning count (:attr:`warned`) and their sum."""
+        self.warned = self.batch.warning[:, :, 1].sum(axis=1)
+        self.warned_total = int(self.warned.sum())
+
+    def warned_since(self) -> np.ndarray | None:
+        """``(nsim,)`` which simulations raised a warning since :meth:`note_warnings`, or
+        None if none did."""
+        if int(self.batch.warning[:, :, 1].sum()) == self.warned_total:
+            return None
+        return self.batch.warning[:, :, 1].sum(axis=1) != self.warned
 
 
 # Idle batches by (robot, adaptation, nsim, nthread), least recently used first. A batch is
@@ -218,7 +249,7 @@ def _batch(robot: Robot, adaptation: Adaptation, nsim: int, nthread: int):
         free = _IDLE.get(slot)
         sims = free.pop() if free else None
     if sims is None:
-        sims = _Sims(load_model(robot, adaptation), nsim, nthread)
+        sims = _Sims(robot, load_model(robot, adaptation), nsim, nthread)
     yield sims
     with _IDLE_LOCK:
         _IDLE.setdefault(slot, []).append(sims)
@@ -270,6 +301,10 @@ class Episodes:
 # Recompute the running episodes' policies on a compacted copy of their weights once fewer
 # than this fraction of the rows they are computed for are still running.
 COMPACT_BELOW = 0.75
+# Fewest simulations per shard: below it a call runs in fewer shards than it has threads.
+MIN_ROWS_PER_SHARD = 4
+# What Batch.rollout records after each physics step for the foot contacts.
+_RECORD = ("geom_xpos", "geom_xmat")
 
 
 def run_episodes(
@@ -285,125 +320,191 @@ def run_episodes(
     dtype=np.float32,
 ) -> Episodes:
     """One episode per row of ``solutions`` ``(N, num_params)``, from ``qpos0`` ``(N, nq)`` /
-    ``qvel0`` ``(N, nv)`` (the task's reset state per simulation), on one ``Batch`` of N
-    simulations with ``threads`` threads (None: :func:`default_threads`).
+    ``qvel0`` ``(N, nv)`` (the task's reset state per simulation), with ``threads`` threads
+    (None: :func:`default_threads`).
 
-    The same numbers as the twin's :meth:`NativeEnv.episode
-    <cmamae.tasks.locomotion.native.NativeEnv.episode>` row by row: an episode ends after its
-    first unhealthy step (that step counts); an episode in which MuJoCo raises an error gets
-    NaN. With ``transitions`` also the steps' :class:`Transitions` fields (after the end:
-    zeros, ``valid`` False; MJX's values there are those of the masked-out steps it keeps
-    simulating, which no learner reads).
+    The rows are dealt to ``threads`` shards (row ``i`` to shard ``i mod threads``, so that
+    each shard gets a share of every emitter's samples); each shard runs its episodes on a
+    ``Batch`` of its own with one C thread, in a Python thread of its own, policy and
+    bookkeeping included: one shard's NumPy work then overlaps another's physics (both
+    release the GIL) instead of leaving the C threads idle. The same numbers as the twin's
+    :meth:`NativeEnv.episode <cmamae.tasks.locomotion.native.NativeEnv.episode>` row by row,
+    whatever the shards: an episode ends after its first unhealthy step (that step counts);
+    an episode in which MuJoCo raises an error gets NaN. With ``transitions`` also the steps'
+    :class:`Transitions` fields (after the end: zeros, ``valid`` False; MJX's values there
+    are those of the masked-out steps it keeps simulating, which no learner reads).
     """
     threads = default_threads() if check_threads(threads) is None else threads
     model = load_model(robot, adaptation)
-    solutions = np.asarray(solutions, np.float64)
+    solutions = np.asarray(solutions)
     n = len(solutions)
     qpos0 = np.broadcast_to(np.asarray(qpos0, np.float64), (n, model.nq))
     qvel0 = np.broadcast_to(np.asarray(qvel0, np.float64), (n, model.nv))
-    feet = foot_geometry(robot, adaptation)
-    n_feet = len(feet.feet)
-    dt = float(model.opt.timestep) * robot.frame_skip
+    n_feet = len(robot.feet)
     total = np.zeros(n)
     contact_steps = np.zeros((n, n_feet), np.int64)
     steps = np.zeros(n, np.int64)
     failed = np.zeros(n, bool)
-    errors: dict[int, str] = {}
-    record = _Recorder(n, episode_length, policy, robot.terminate, dtype) if transitions else None
-    if n == 0:
-        return _finish(total, contact_steps, steps, failed, errors, record)
+    record = (
+        _Recorder.empty(n, episode_length, policy, robot.terminate, dtype) if transitions else None
+    )
+    shards = max(1, min(threads, n // MIN_ROWS_PER_SHARD))
+    errors = [{} for _ in range(shards)]
+    jobs = []
+    for k in range(shards):
+        rows = slice(k, None, shards)
+        jobs.append(
+            functools.partial(
+                _shard,
+                robot,
+                adaptation,
+                policy,
+                solutions[rows],
+                qpos0[rows],
+                qvel0[rows],
+                episode_length,
+                _Outcome(total[rows], contact_steps[rows], steps[rows], failed[rows], errors[k]),
+                record.rows(rows) if record is not None else None,
+            )
+        )
+    if n:
+        _run_all(jobs)
+    merged = {k + i * shards: text for k, shard in enumerate(errors) for i, text in shard.items()}
+    return _finish(total, contact_steps, steps, failed, dict(sorted(merged.items())), record)
 
-    with _batch(robot, adaptation, n, threads) as sims:
-        batch = sims.batch
-        batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
+
+@dataclasses.dataclass
+class _Outcome:
+    """A shard's views of :func:`run_episodes`' per-row results (``errors``: its own dict,
+    keyed by the shard's rows)."""
+
+    total: np.ndarray
+    contact_steps: np.ndarray
+    steps: np.ndarray
+    failed: np.ndarray
+    errors: dict[int, str]
+
+
+def _shard(robot, adaptation, policy, solutions, qpos0, qvel0, episode_length, out, record):
+    """The episodes of one shard (``solutions`` ``(m, num_params)``, ``qpos0``, ``qvel0``) on
+    a ``Batch`` of ``m`` simulations with one C thread, results into ``out`` / ``record``."""
+    from cmamae.tasks.locomotion.native import apply
+
+    m = len(solutions)
+    feet = foot_geometry(robot, adaptation)
+    dt = float(load_model(robot, adaptation).opt.timestep) * robot.frame_skip
+    layers = layer_views(policy, np.array(solutions, np.float64))
+    with _batch(robot, adaptation, m, 1) as sims:
+        sims.batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
         sims.qpos[:] = qpos0
         sims.qvel[:] = qvel0
+        sims.note_warnings()
         x_before = qpos0[:, 0].copy()  # the ant's torso xpos is its free joint's position
-        running = np.arange(n, dtype=np.int32)  # simulations still stepped, ascending
+        running = np.arange(m, dtype=np.int32)  # simulations still stepped, ascending
         rows = running  # the simulations the policy is computed for (a superset)
-        layers = layer_views(policy, solutions)
         for t in range(episode_length):
             if len(running) < COMPACT_BELOW * len(rows):
                 keep = np.searchsorted(rows, running)
                 layers = [(w[keep], b[keep]) for w, b in layers]
                 rows = running
-            at = np.searchsorted(rows, running)  # the running simulations among rows
-            obs_rows = env.observe(robot, sims.qpos[rows], sims.qvel[rows], xp=np)
-            action = _forward(policy, layers, obs_rows, threads)[at]
+            obs = env.observe(robot, sims.qpos[rows], sims.qvel[rows], xp=np)
+            action = apply(policy, layers, obs)
+            if len(rows) != len(running):  # the running simulations among rows
+                at = np.searchsorted(rows, running)
+                action, obs = action[at], obs[at]
             sims.ctrl[running] = action
-            touched = np.zeros((len(running), n_feet), bool)
-            for _ in range(robot.frame_skip):
-                ok = _step(batch, running, failed, errors)
-                if not ok.all():  # MuJoCo raised in some: they end here, with NaN
-                    running, action, touched = running[ok], action[ok], touched[ok]
-                    if not len(running):
-                        break
-                idx = running[:, None], feet.feet[None, :]
-                touched |= feet.contacts(sims.geom_xpos[idx], sims.geom_xmat[idx])
-            if not len(running):
-                break
+            ok, touched = _physics(sims, feet, robot.frame_skip, running, out)
+            if not ok.all():  # MuJoCo raised in some: they end here, with NaN
+                running, action, obs = running[ok], action[ok], obs[ok]
+                if not len(running):
+                    break
             qpos, qvel = sims.qpos[running], sims.qvel[running]
             x_after = sims.xpos[running, 1, 0] if robot.x_from_body else qpos[:, 0]
             healthy = env.is_healthy(robot, qpos, qvel, xp=np)
             r = env.reward(robot, x_before[running], x_after, action, healthy, dt, xp=np)
             r = np.where(np.isfinite(r), r, 0.0)
-            total[running] += r
-            contact_steps[running] += touched
-            steps[running] += 1
+            out.total[running] += r
+            out.contact_steps[running] += touched
+            out.steps[running] += 1
             x_before[running] = x_after
             if record is not None:
-                obs = obs_rows[at]
                 record(t, running, obs, action, r, env.observe(robot, qpos, qvel, xp=np),
                        healthy)  # fmt: skip
             if robot.terminate:
                 running = running[healthy]
             if not len(running):
                 break
-    return _finish(total, contact_steps, steps, failed, errors, record)
 
 
-# Fewest rows per thread for which the policies' forward pass is split over threads.
-MIN_ROWS_PER_THREAD = 16
+def _physics(sims, feet: FootGeometry, nstep: int, running: np.ndarray, out: _Outcome):
+    """``nstep`` physics steps of the ``running`` simulations in one ``Batch.rollout`` ->
+    ``(ok, touched)``: ``ok`` ``(n,)`` which of them stepped (those in which MuJoCo raised are
+    marked failed in ``out``), ``touched`` ``(ok.sum(), F)`` whether each foot touched the
+    floor at any of the steps.
+
+    ``rollout`` stops a simulation whose warning counters rise (``mj_step`` resets the state
+    on a bad ``qpos``/``qvel``/``qacc`` and goes on): such a simulation is put back to its
+    state before the call and stepped again one ``Batch.step`` at a time, as ``mj_step``
+    (and the twin) does."""
+    batch, n = sims.batch, len(running)
+    ids = None if n == batch.nsim else running
+    saved = batch.state[running]
+    records = {name: buffer[:n] for name, buffer in sims.records.items()}
+    ok = np.ones(n, bool)
+    try:
+        batch.rollout(nstep, record=_RECORD, ids=ids, out=records)
+    except require_batch().SimulationError as err:
+        ok = _failed(batch, running, err.ids, out)
+    warned = sims.warned_since()
+    if warned is not None:  # rare
+        redo = np.flatnonzero(warned[running] & ok)
+        batch.state[running[redo]] = saved[redo]
+        for k in range(nstep):
+            try:
+                batch.step(ids=running[redo])
+            except require_batch().SimulationError as err:
+                stepped = _failed(batch, running[redo], err.ids, out)
+                ok[redo[~stepped]] = False
+                redo = redo[stepped]
+            for name in _RECORD:
+                records[name][redo, k] = sims.output[name][running[redo]]
+        sims.note_warnings()
+    idx = (slice(None), slice(None), feet.feet)
+    touched = feet.contacts(records["geom_xpos"][idx], records["geom_xmat"][idx]).any(axis=1)
+    return ok, touched[ok]
+
+
+def _failed(batch, running: np.ndarray, bad, out: _Outcome) -> np.ndarray:
+    """Marks the simulations ``bad`` (MuJoCo raised in them) as failed in ``out``, with
+    MuJoCo's message; returns which of ``running`` did not fail."""
+    bad = np.asarray(bad)
+    out.failed[bad] = True
+    out.errors.update({int(i): f"MuJoCo error: {batch.error(int(i))}" for i in bad})
+    return ~np.isin(running, bad)
+
+
 _POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def _forward(policy: MLPPolicy, layers, obs: np.ndarray, threads: int) -> np.ndarray:
-    """:func:`~cmamae.tasks.locomotion.native.apply` on row blocks in ``threads`` Python
-    threads (NumPy's matmul and tanh release the GIL): a row's actions are the same whichever
-    block computes them."""
-    from cmamae.tasks.locomotion.native import apply
-
-    n = len(obs)
-    parts = min(threads, n // MIN_ROWS_PER_THREAD)
-    if parts < 2:
-        return apply(policy, layers, obs)
+def _run_all(jobs) -> None:
+    """Calls every job, the first in this thread, the others in a pool of ``len(jobs) - 1``
+    threads kept for the process; re-raises the first error."""
+    if len(jobs) == 1:
+        return jobs[0]()
     with _POOLS_LOCK:
-        pool = _POOLS.get(parts)
+        pool = _POOLS.get(len(jobs) - 1)
         if pool is None:
-            pool = _POOLS[parts] = concurrent.futures.ThreadPoolExecutor(
-                parts, thread_name_prefix="cmamae-policy"
+            pool = _POOLS[len(jobs) - 1] = concurrent.futures.ThreadPoolExecutor(
+                len(jobs) - 1, thread_name_prefix="cmamae-native"
             )
-    edges = np.linspace(0, n, parts + 1).astype(int)
-
-    def block(i):
-        rows = slice(edges[i], edges[i + 1])
-        return apply(policy, [(w[rows], b[rows]) for w, b in layers], obs[rows])
-
-    return np.concatenate(list(pool.map(block, range(parts))))
-
-
-def _step(batch, running: np.ndarray, failed: np.ndarray, errors: dict) -> np.ndarray:
-    """One physics step of the ``running`` simulations; marks those in which MuJoCo raised
-    as ``failed`` (``errors``: its message) and returns which of ``running`` stepped."""
+    futures = [pool.submit(job) for job in jobs[1:]]
     try:
-        batch.step(ids=None if len(running) == batch.nsim else running)
-        return np.ones(len(running), bool)
-    except require_batch().SimulationError as err:
-        bad = np.asarray(err.ids)
-        failed[bad] = True
-        errors.update({int(i): f"MuJoCo error: {batch.error(int(i))}" for i in bad})
-        return ~np.isin(running, bad)
+        jobs[0]()
+    finally:
+        concurrent.futures.wait(futures)
+    for future in futures:
+        future.result()
 
 
 def _finish(total, contact_steps, steps, failed, errors, record) -> Episodes:
@@ -418,9 +519,15 @@ class _Recorder:
     (rollout.py's ``_transition``): non-finite observations become zeros and their step
     invalid."""
 
-    def __init__(self, n: int, length: int, policy: MLPPolicy, terminate: bool, dtype):
+    def __init__(self, out: dict[str, np.ndarray], terminate: bool):
+        self.out = out
+        self.terminate = terminate
+
+    @classmethod
+    def empty(cls, n: int, length: int, policy: MLPPolicy, terminate: bool, dtype):
+        """Zeros for ``n`` episodes of ``length`` steps."""
         shape = (n, length)
-        self.out = dict(
+        out = dict(
             obs=np.zeros((*shape, policy.obs_dim), dtype),
             actions=np.zeros((*shape, policy.act_dim), dtype),
             rewards=np.zeros(shape, dtype),
@@ -428,7 +535,11 @@ class _Recorder:
             dones=np.zeros(shape, dtype),
             valid=np.zeros(shape, bool),
         )
-        self.terminate = terminate
+        return cls(out, terminate)
+
+    def rows(self, rows: slice) -> _Recorder:
+        """A recorder into ``rows`` of this one's arrays (views)."""
+        return _Recorder({k: v[rows] for k, v in self.out.items()}, self.terminate)
 
     def __call__(self, t, running, obs, action, r, next_obs, healthy):
         o = self.out
