@@ -104,7 +104,7 @@ def check_threads(threads) -> int | None:
 
 
 # ----------------------------------------------------------------------------- foot contacts
-_ENDS = np.array([1.0, -1.0])[:, None]
+_ENDS = np.array([1.0, -1.0])[:, None, None]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -132,22 +132,49 @@ class FootGeometry:
         """Per simulation and foot, whether an active contact pairs it with the floor.
 
         ``geom_xpos`` ``(..., F, 3)`` and ``geom_xmat`` ``(..., F, 9)`` are the feet's poses
-        (rows of :attr:`feet`; leading axes e.g. simulations and physics steps) ->
-        ``(..., F)`` bool. Same operations, in the same order, as
-        MuJoCo's ``mjc_PlaneCapsule`` / ``mjraw_PlaneSphere``.
+        (rows of :attr:`feet`; leading axes e.g. simulations) -> ``(..., F)`` bool.
         """
-        segment = self.half_length[:, None] * geom_xmat[..., 2::3]  # the capsule's axis
-        # both ends at once, (N, F, 2, 3): p + segment and p - segment (p + (−s) is p − s)
-        tmp = geom_xpos[..., None, :] + _ENDS * segment[..., None, :] - self.floor_pos
+        lead, f = geom_xpos.shape[:-2], len(self.feet)
+        pos = np.moveaxis(geom_xpos, (-1, -2), (0, 1)).reshape(3, f, -1)
+        axis = np.moveaxis(geom_xmat[..., 2::3], (-1, -2), (0, 1)).reshape(3, f, -1)
+        return self._active(pos, axis).any(axis=0).T.reshape(*lead, f)
+
+    def touched(self, geom_xpos: np.ndarray, geom_xmat: np.ndarray) -> np.ndarray:
+        """Per simulation and foot, whether the foot touched the floor at any of the steps
+        ``Batch.rollout`` recorded: ``geom_xpos`` ``(N, S, ngeom, 3)`` and ``geom_xmat``
+        ``(N, S, ngeom, 9)`` (every geom, S physics steps) -> ``(N, F)`` bool."""
+        n, steps, f = *geom_xpos.shape[:2], len(self.feet)
+        pos = geom_xpos.reshape(n * steps, -1).T[self._rows[0]].reshape(3, f, -1)
+        axis = geom_xmat.reshape(n * steps, -1).T[self._rows[1]].reshape(3, f, -1)
+        return self._active(pos, axis).reshape(2, f, n, steps).any(axis=(0, 3)).T
+
+    def _active(self, pos: np.ndarray, axis: np.ndarray) -> np.ndarray:
+        """``pos``, ``axis`` ``(3, F, K)``: per coordinate and foot, K capsule centres and
+        axes (``geom_xmat``'s third column) -> ``(2, F, K)`` active contact of each end with
+        the floor. Same operations, in the same order, as MuJoCo's ``mjc_PlaneCapsule`` /
+        ``mjraw_PlaneSphere``; the long axis K last, so that NumPy's loops run along it."""
+        segment = self.half_length[:, None] * axis
+        # the capsule's two ends, (3, 2, F, K): p + segment and p − segment (p + (−s) is p − s)
+        ends = pos[:, None] + _ENDS * segment[:, None]
+        if self.floor_pos.any():  # x − 0 is x: skipped for a floor through the origin
+            ends -= self.floor_pos[:, None, None, None]
         n = self.floor_normal
-        cdist = tmp[..., 0] * n[0] + tmp[..., 1] * n[1] + tmp[..., 2] * n[2]
-        radius = self.radius[:, None]
-        kept = ~(cdist > self._bound)
-        return np.any(kept & (cdist - radius < self.includemargin[:, None]), axis=-1)
+        cdist = ends[0] * n[0] + ends[1] * n[1] + ends[2] * n[2]
+        # kept (dist <= margin) and active; `<=` is MuJoCo's `!(dist > margin)` except for
+        # NaN, which the second test rejects anyway
+        return (cdist <= self._bound) & (cdist - self.radius[:, None] < self.includemargin[:, None])
 
     @functools.cached_property
     def _bound(self) -> np.ndarray:
         return (self.margin + self.radius)[:, None]
+
+    @functools.cached_property
+    def _rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Indices into a step's flattened ``geom_xpos`` and ``geom_xmat``: the feet's
+        coordinates and axes, coordinate-major ``(3 · F,)``."""
+        pos = np.arange(3)[:, None] + 3 * self.feet[None, :]
+        axis = np.array([2, 5, 8])[:, None] + 9 * self.feet[None, :]
+        return pos.ravel(), axis.ravel()
 
 
 @functools.lru_cache(maxsize=32)
@@ -469,8 +496,7 @@ def _physics(sims, feet: FootGeometry, nstep: int, running: np.ndarray, out: _Ou
             for name in _RECORD:
                 records[name][redo, k] = sims.output[name][running[redo]]
         sims.note_warnings()
-    idx = (slice(None), slice(None), feet.feet)
-    touched = feet.contacts(records["geom_xpos"][idx], records["geom_xmat"][idx]).any(axis=1)
+    touched = feet.touched(records["geom_xpos"], records["geom_xmat"])
     return ok, touched[ok]
 
 
