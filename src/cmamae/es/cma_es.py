@@ -61,7 +61,7 @@ import numpy as np
 
 from cmamae._pytree import pytree_dataclass
 from cmamae.es import _common, _selection
-from cmamae.es.base import EvolutionStrategy
+from cmamae.es.base import ESParams, EvolutionStrategy, param_field
 
 # pyribs' stopping tolerances (ribs/emitters/opt/_cma_es.py, ``check_stop``; from pycma).
 CONDITION_LIMIT = 1e14
@@ -78,7 +78,6 @@ class CMAParameters:
     mu: int
     weights: np.ndarray  # (popsize,): μ positive weights summing to 1, then negative ones
     mueff: float
-    cm: float
     cs: float
     damps: float
     cc: float
@@ -131,7 +130,6 @@ def cma_parameters(popsize: int, n: int) -> CMAParameters:
         mu=mu,
         weights=weights,
         mueff=mueff,
-        cm=1.0,  # Eq. 54
         cs=cs,
         damps=damps,
         cc=cc,
@@ -154,6 +152,18 @@ def cma_parent_table(popsize: int, n: int) -> _selection.ParentTable:
         return dict(r, pc_coef=pc_coef, weight_sum=1.0)
 
     return _selection.parent_table(popsize, values)
+
+
+@pytree_dataclass
+class CMAESParams(ESParams):
+    """Hyperparameters as data of CMA-ES and sep-CMA-ES (:class:`cmamae.es.base.ESParams`).
+
+    Attributes:
+        sigma0: σ₀ > 0, the initial step size.
+        c_mean: c_m > 0, the learning rate of the mean (Eq. 42; Eq. 54's default is 1).
+    """
+
+    c_mean: float = param_field(0.0)
 
 
 @pytree_dataclass
@@ -204,16 +214,25 @@ class CMAES(EvolutionStrategy):
             CMA-MAE paper's setting).
         sigma0: initial step size σ₀.
         noise: "auto", "shared", "table" or "normal", see :mod:`cmamae.es._common`.
+        c_mean: c_m, the learning rate of the mean (Eq. 42), 1 as in Eq. 54.
+
+    ``sigma0`` and ``c_mean`` are also data (:class:`CMAESParams`, ``params`` of ``init``
+    and ``tell``). The other rates (c_σ, d_σ, c_c, c₁, c_μ) and the weights follow from λ, n
+    and the number of parents (Table 1) and stay derived.
     """
+
+    c_mean: float = 1.0
 
     name: ClassVar[str] = "cma-es"
     weighted_recombination: ClassVar[bool] = True
+    params_type: ClassVar[type[ESParams]] = CMAESParams
 
     def parameters(self, n: int) -> CMAParameters:
         """Strategy parameters (weights, learning rates) in dimension ``n``."""
         return cma_parameters(self.popsize, int(n))
 
-    def init(self, key: jax.Array, x0: jax.Array) -> CMAESState:
+    def init(self, key: jax.Array, x0: jax.Array, params: CMAESParams | None = None) -> CMAESState:
+        params = self.resolve_params(params)
         x0 = _common.check_x0(x0)
         n = x0.shape[0]
         dtype = x0.dtype
@@ -221,7 +240,7 @@ class CMAES(EvolutionStrategy):
         zeros = jnp.zeros((n,), dtype)
         return CMAESState(
             mean=x0,
-            sigma=jnp.asarray(self.sigma0, dtype),
+            sigma=jnp.asarray(params.sigma0, dtype),
             C=eye,
             B=eye,
             D=jnp.ones((n,), dtype),
@@ -233,7 +252,9 @@ class CMAES(EvolutionStrategy):
             noise=_common.init_noise(key, self.resolved_noise(n), n, dtype),
         )
 
-    def ask(self, key: jax.Array, state: CMAESState) -> tuple[jax.Array, CMAESState]:
+    def ask(
+        self, key: jax.Array, state: CMAESState, params: CMAESParams | None = None
+    ) -> tuple[jax.Array, CMAESState]:
         n = state.mean.shape[-1]
         dtype = state.mean.dtype
         z = self.standard_normal(key, state.noise, (self.popsize, n), dtype)  # Eq. 38
@@ -246,11 +267,18 @@ class CMAES(EvolutionStrategy):
         return cma_parent_table(self.popsize, int(n))
 
     def tell(
-        self, state: CMAESState, solutions: jax.Array, fitness: jax.Array, num_parents=None
+        self,
+        state: CMAESState,
+        solutions: jax.Array,
+        fitness: jax.Array,
+        num_parents=None,
+        params: CMAESParams | None = None,
     ) -> CMAESState:
         """Eqs. 41-47 from the ranked solutions. ``num_parents``: None recombines the ⌊λ/2⌋
         best with the active weights of Eq. 53; an int32 m (pyribs' "filter") the m best with
-        pyribs' positive weights for m and no negative ones (see the base class)."""
+        pyribs' positive weights for m and no negative ones (see the base class). ``params``:
+        reads ``c_mean``."""
+        c_mean = self.resolve_params(params).c_mean
         n = state.mean.shape[-1]
         solutions, fitness = _common.check_tell_args(self.popsize, n, solutions, fitness)
         p = self.parameters(n)
@@ -270,7 +298,7 @@ class CMAES(EvolutionStrategy):
             return ((v @ state.B) / state.D) @ state.B.T
 
         y_w = w[:mu] @ y[:mu]  # Eq. 41
-        mean = state.mean + p.cm * state.sigma * y_w  # Eq. 42
+        mean = state.mean + c_mean * state.sigma * y_w  # Eq. 42
 
         generation = state.generation + 1
         ps, sigma, hsig = _common.csa_update(  # Eqs. 43-44 and h_σ

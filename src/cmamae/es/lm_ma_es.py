@@ -61,7 +61,7 @@ import numpy as np
 
 from cmamae._pytree import pytree_dataclass
 from cmamae.es import _common, _selection
-from cmamae.es.base import EvolutionStrategy
+from cmamae.es.base import ESParams, EvolutionStrategy
 
 SIGMA_STOP = 1e-12
 FLAT_FITNESS_STOP = 1e-12
@@ -122,6 +122,9 @@ class LMMAES(EvolutionStrategy):
         sigma0: σ₀.
         noise: "auto", "shared", "table" or "normal" (see :mod:`cmamae.es._common`).
         k: number of direction vectors (the paper's m); None means 4 + ⌊3 ln n⌋.
+
+    ``sigma0`` is also data (:class:`cmamae.es.base.ESParams`, ``params`` of ``init``); the
+    learning rates c_σ, c_d, c_c and the weights follow from λ, n and k and stay derived.
     """
 
     k: int | None = None
@@ -233,8 +236,9 @@ class LMMAES(EvolutionStrategy):
         return alpha * d + B @ M, alpha * P + B @ G
 
     # ------------------------------------------------------------------ interface
-    def init(self, key: jax.Array, x0: jax.Array) -> LMMAESState:
-        """Alg. 1 line 2: t = 0, y = x0, σ = σ₀, p_σ = 0, m_i = 0."""
+    def init(self, key: jax.Array, x0: jax.Array, params: ESParams | None = None) -> LMMAESState:
+        """Alg. 1 line 2: t = 0, y = x0, σ = σ₀ (``params.sigma0``), p_σ = 0, m_i = 0."""
+        params = self.resolve_params(params)
         x0 = _common.check_x0(x0)
         n = x0.shape[0]
         if self.popsize >= n:
@@ -246,7 +250,7 @@ class LMMAES(EvolutionStrategy):
         k = self.num_vectors(n)
         return LMMAESState(
             mean=x0,
-            sigma=jnp.asarray(self.sigma0, dtype),
+            sigma=jnp.asarray(params.sigma0, dtype),
             p_sigma=jnp.zeros((n,), dtype),
             vectors=jnp.zeros((k, n), dtype),
             gram=jnp.zeros((k, k), dtype),
@@ -255,7 +259,9 @@ class LMMAES(EvolutionStrategy):
             fitness_range=jnp.asarray(jnp.inf, dtype),
         )
 
-    def ask(self, key: jax.Array, state: LMMAESState) -> tuple[jax.Array, LMMAESState]:
+    def ask(
+        self, key: jax.Array, state: LMMAESState, params: ESParams | None = None
+    ) -> tuple[jax.Array, LMMAESState]:
         """λ solutions x_i = y + σ d_i, shape ``(popsize, n)`` (Alg. 1 lines 4-9)."""
         n = state.mean.shape[0]
         dtype = state.mean.dtype
@@ -264,7 +270,12 @@ class LMMAES(EvolutionStrategy):
         return state.mean[None, :] + state.sigma * d, state  # Alg. 1 line 9: y + σ d
 
     def tell(
-        self, state: LMMAESState, solutions: jax.Array, fitness: jax.Array, num_parents=None
+        self,
+        state: LMMAESState,
+        solutions: jax.Array,
+        fitness: jax.Array,
+        num_parents=None,
+        params: ESParams | None = None,
     ) -> LMMAESState:
         """Alg. 1 lines 10-15 from the ranked solutions; higher fitness is better.
         ``num_parents``: None recombines the ⌊λ/2⌋ best; an int32 m (pyribs' "filter") the m

@@ -41,8 +41,8 @@ import numpy as np
 
 from cmamae._pytree import pytree_dataclass
 from cmamae.es import _common, _selection
-from cmamae.es.base import EvolutionStrategy
-from cmamae.es.cma_es import AREA_LIMIT, CONDITION_LIMIT, FLAT_FITNESS_LIMIT
+from cmamae.es.base import ESParams, EvolutionStrategy
+from cmamae.es.cma_es import AREA_LIMIT, CONDITION_LIMIT, FLAT_FITNESS_LIMIT, CMAESParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,6 @@ class SepCMAParameters:
     mu: int
     weights: np.ndarray  # (mu,) positive, summing to 1
     mueff: float
-    cm: float
     cs: float
     damps: float
     cc: float
@@ -88,7 +87,6 @@ def sep_cma_parameters(popsize: int, n: int) -> SepCMAParameters:
         mu=mu,
         weights=weights,
         mueff=mueff,
-        cm=1.0,
         cs=cs,
         damps=damps,
         cc=cc,
@@ -143,23 +141,34 @@ class SepCMAES(EvolutionStrategy):
         popsize: λ (CMA-MAE paper: 40; the tutorial's default is ``4 + ⌊3 ln n⌋``).
         sigma0: initial step size σ₀.
         noise: "auto", "shared", "table" or "normal", see :mod:`cmamae.es._common`.
+        c_mean: c_m, the learning rate of the mean (Eq. 42), 1 as in CMA-ES.
+
+    ``sigma0`` and ``c_mean`` are also data (:class:`cmamae.es.cma_es.CMAESParams`,
+    ``params`` of ``init`` and ``tell``); the other rates follow from λ, n and the number of
+    parents and stay derived.
     """
+
+    c_mean: float = 1.0
 
     name: ClassVar[str] = "sep-cma-es"
     weighted_recombination: ClassVar[bool] = True
+    params_type: ClassVar[type[ESParams]] = CMAESParams
 
     def parameters(self, n: int) -> SepCMAParameters:
         """Strategy parameters (weights, learning rates) in dimension ``n``."""
         return sep_cma_parameters(self.popsize, int(n))
 
-    def init(self, key: jax.Array, x0: jax.Array) -> SepCMAESState:
+    def init(
+        self, key: jax.Array, x0: jax.Array, params: CMAESParams | None = None
+    ) -> SepCMAESState:
+        params = self.resolve_params(params)
         x0 = _common.check_x0(x0)
         n = x0.shape[0]
         dtype = x0.dtype
         zeros = jnp.zeros((n,), dtype)
         return SepCMAESState(
             mean=x0,
-            sigma=jnp.asarray(self.sigma0, dtype),
+            sigma=jnp.asarray(params.sigma0, dtype),
             C=jnp.ones((n,), dtype),
             pc=zeros,
             ps=zeros,
@@ -168,7 +177,9 @@ class SepCMAES(EvolutionStrategy):
             noise=_common.init_noise(key, self.resolved_noise(n), n, dtype),
         )
 
-    def ask(self, key: jax.Array, state: SepCMAESState) -> tuple[jax.Array, SepCMAESState]:
+    def ask(
+        self, key: jax.Array, state: SepCMAESState, params: CMAESParams | None = None
+    ) -> tuple[jax.Array, SepCMAESState]:
         n = state.mean.shape[-1]
         dtype = state.mean.dtype
         z = self.standard_normal(key, state.noise, (self.popsize, n), dtype)  # Eq. 38
@@ -180,10 +191,17 @@ class SepCMAES(EvolutionStrategy):
         return sep_cma_parent_table(self.popsize, int(n))
 
     def tell(
-        self, state: SepCMAESState, solutions: jax.Array, fitness: jax.Array, num_parents=None
+        self,
+        state: SepCMAESState,
+        solutions: jax.Array,
+        fitness: jax.Array,
+        num_parents=None,
+        params: CMAESParams | None = None,
     ) -> SepCMAESState:
         """Eqs. 41-47 with a diagonal C. ``num_parents``: None recombines the ⌊λ/2⌋ best; an
-        int32 m (pyribs' "filter") the m best with weights and rates for m (base class)."""
+        int32 m (pyribs' "filter") the m best with weights and rates for m (base class).
+        ``params``: reads ``c_mean``."""
+        c_mean = self.resolve_params(params).c_mean
         n = state.mean.shape[-1]
         solutions, fitness = _common.check_tell_args(self.popsize, n, solutions, fitness)
         p = self.parameters(n)
@@ -209,7 +227,7 @@ class SepCMAES(EvolutionStrategy):
         zeros = jnp.zeros_like(state.mean)
         x_w, y2_w = _common.row_loop(mu, recombine, (zeros, zeros))
         y_w = (x_w - state.mean) / state.sigma  # Eq. 41, as Σ w_i = 1
-        mean = state.mean + p.cm * state.sigma * y_w  # Eq. 42
+        mean = state.mean + c_mean * state.sigma * y_w  # Eq. 42
 
         generation = state.generation + 1
         ps, sigma, hsig = _common.csa_update(  # Eqs. 43-44 and h_σ
