@@ -1,5 +1,7 @@
 """Named algorithms and the compiled multi-seed loop on a benchmark task."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -34,12 +36,12 @@ def test_paper_defaults_by_domain():
         sphere["num_emitters"],
         sphere["popsize"],
         sphere["sigma0"],
-        sphere["learning_rate"],
+        sphere["archive_learning_rate"],
     ) == (15, 36, 0.5, 0.01)
     me = algorithms.defaults("cma-me", tasks.get("sphere"))
-    assert me["learning_rate"] == 1.0 and me["ranker"] == "2imp"
+    assert me["archive_learning_rate"] == 1.0 and me["ranker"] == "2imp"
     assert me["threshold_min"] == -np.inf
-    assert algorithms.defaults("cma-es", tasks.get("sphere"))["learning_rate"] == 0.0
+    assert algorithms.defaults("cma-es", tasks.get("sphere"))["archive_learning_rate"] == 0.0
     lm = algorithms.get("lm-ma-mae", tasks.get("sphere", solution_dim=10), popsize=8, k=8)
     assert lm.scheduler.emitters[0].strategy.k == 8
 
@@ -105,3 +107,88 @@ def test_es_recipes_pick_batching_by_size():
             assert emitter.resolved_batching(task.solution_dim) == expected, (name, n)
         forced = algorithms.get(name, tasks.get("sphere"), batching="map")
         assert forced.scheduler.emitters[0].resolved_batching(100) == "map"
+
+
+def test_recipes_are_frozen_dataclasses_of_their_settings():
+    task = tasks.get("sphere", solution_dim=10)
+    for name in algorithms.names():
+        cls = algorithms.ALGORITHMS.get(name)
+        assert cls.name == name and issubclass(cls, algorithms.Recipe)
+        recipe = algorithms.recipe(name, task)
+        assert sorted(dataclasses.asdict(recipe)) == cls.setting_names()
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            recipe.threshold_min = 1.0
+    built = algorithms.get("lm-ma-mae", task, popsize=8, k=8)
+    assert built.recipe == algorithms.recipe("lm-ma-mae", task, popsize=8, k=8, noise="normal")
+    assert built.config == dataclasses.asdict(built.recipe)
+
+
+def test_one_name_per_meaning():
+    """The archive's α, an ES's Adam step, CMA-MEGA's η and PGA-ME's first-iteration σ each
+    have their own name, in every recipe that has them."""
+    task = tasks.get("sphere", solution_dim=10)
+    settings = {n: algorithms.ALGORITHMS.get(n).setting_names() for n in algorithms.names()}
+    for name, names in settings.items():
+        assert "archive_learning_rate" in names and "learning_rate" not in names, name
+    assert "es_learning_rate" in settings["openai-mae"] and "es_learning_rate" in settings["me-es"]
+    assert "optimizer_learning_rate" in settings["cma-mega-es"]
+    assert "first_iteration_sigma" in settings["pga-me"] and "sigma0" not in settings["pga-me"]
+    algo = algorithms.get(
+        "openai-mae", task, popsize=8, archive_learning_rate=0.2, es_learning_rate=0.03
+    )
+    assert algo.scheduler.archive.learning_rate == pytest.approx(0.2)
+    assert algo.scheduler.emitters[0].strategy.learning_rate == pytest.approx(0.03)
+    mega = algorithms.get("cma-mega-es", task, popsize=4, optimizer_learning_rate=0.5)
+    assert mega.scheduler.emitters[0].learning_rate == 0.5
+
+
+def test_unknown_setting_names_the_recipe_and_lists_its_settings():
+    task = tasks.get("sphere", solution_dim=10)
+    with pytest.raises(ValueError) as err:
+        algorithms.get("openai-mae", task, learning_rate=0.1, sigma00=1.0)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "'openai-mae'" in msg and "['learning_rate', 'sigma00']" in msg
+    assert "learning_rate is now archive_learning_rate" in msg
+    assert str(algorithms.ALGORITHMS.get("openai-mae").setting_names()) in msg
+
+
+def test_domain_defaults_come_from_task_metadata_not_its_name():
+    sphere = tasks.get("sphere", solution_dim=50)
+    assert sphere.domain == "benchmark"
+    renamed = dataclasses.replace(sphere, name="my-sphere")  # a user's copy: same defaults
+    assert algorithms.defaults("cma-mae", renamed) == algorithms.defaults("cma-mae", sphere)
+    scaling = tasks.get("sphere", solution_dim=50, domain="scaling")
+    d = algorithms.defaults("cma-mae", scaling)
+    assert (d["num_emitters"], d["popsize"], d["sigma0"], d["archive_learning_rate"]) == (
+        5,
+        40,
+        0.02,
+        0.001,
+    )
+    assert algorithms.defaults("lm-ma-mae", scaling)["k"] == 40
+    assert algorithms.defaults("lm-ma-mae", sphere)["k"] == 36
+    assert algorithms.defaults("cma-me", sphere)["archive_learning_rate"] == 1.0
+    assert algorithms.defaults("map-elites", scaling)["batch_size"] == 100
+    # exact gradients follow Task.differentiable, not the name
+    assert algorithms.get("cma-mega", renamed, num_emitters=1, popsize=4).scheduler
+    with pytest.raises(ValueError, match="differentiable"):
+        algorithms.get("cma-mega", dataclasses.replace(sphere, differentiable=False))
+
+
+def test_old_setting_names_are_upgraded_in_one_place():
+    old = {"learning_rate": 0.5, "adam_lr": 0.1, "popsize": 8}
+    assert algorithms.upgrade_settings("openai-mae", old) == {
+        "archive_learning_rate": 0.5,
+        "es_learning_rate": 0.1,
+        "popsize": 8,
+    }
+    assert algorithms.upgrade_settings("pga-me", {"sigma0": 0.1}) == {"first_iteration_sigma": 0.1}
+    assert algorithms.upgrade_settings("cma-mae", {"sigma0": 0.1}) == {"sigma0": 0.1}
+    assert algorithms.upgrade_settings("cma-mega", {"step_size": 2.0}) == {
+        "optimizer_learning_rate": 2.0
+    }
+    # older map-elites recipes listed the other mutation's settings, unused
+    assert algorithms.upgrade_settings("map-elites", {"iso_sigma": 0.1, "sigma": 0.3}) == {
+        "sigma": 0.3
+    }

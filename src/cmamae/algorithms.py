@@ -1,30 +1,38 @@
-"""Named QD algorithms: recipes that turn a task into a :class:`~cmamae.scheduler.Scheduler`.
+"""Named QD algorithms: typed recipes that turn a task into a :class:`~cmamae.scheduler.Scheduler`.
 
-``algorithms.get("sep-cma-mae", task, sigma0=0.05)`` builds the archive (a grid with the task's
-shape and ranges, ``threshold_min`` = ``qd_score_offset`` = the task's ``min_f``) and the emitters
-with the published defaults for the task's domain, overridden by keywords:
+Each algorithm is a :class:`Recipe`: a frozen dataclass whose fields are its settings, with the
+published values as defaults, and one method, :meth:`Recipe.build`, that makes the archive and
+emitters. ``algorithms.get("sep-cma-mae", task, sigma0=0.05)`` picks the recipe by name
+(:data:`ALGORITHMS`), applies the defaults of the task's domain (:attr:`Task.domain
+<cmamae.tasks.base.Task>`: metadata of the task, never its name) and the overrides, and builds:
 
-* locomotion and every other task: the scaling paper (Tjanaka et al. 2023, section V-A;
-  REFERENCE.md): ψ = 5 emitters, λ = 40, σ₀ = 0.02, α = 0.001, LM-MA-ES k = λ, OpenAI-ES Adam
-  lr 0.01 with L2 0.005, MAP-Elites σ = 0.02 with batch 100;
-* the benchmark domains "sphere", "rastrigin", "plateau", "arm": the CMA-MAE paper (Fontaine &
-  Nikolaidis 2023) as pyribs' ``examples/sphere.py`` configures it: ψ = 15, λ = 36, σ₀ = 0.5,
-  α = 0.01, MAP-Elites σ = 0.5 (line: iso 0.5, line 0.2) with batch 540.
+* domain "scaling" (the locomotion tasks, and a task that does not say otherwise): the scaling
+  paper (Tjanaka et al. 2023, section V-A; ../shared/REFERENCE.md "The paper's setup"):
+  ψ = 5 emitters, λ = 40, σ₀ = 0.02, α = 0.001, LM-MA-ES k = λ, OpenAI-ES Adam lr 0.01 with
+  L2 0.005, MAP-Elites σ = 0.02 with batch 100;
+* domain "benchmark" (sphere, rastrigin, plateau, arm): the CMA-MAE paper (Fontaine &
+  Nikolaidis 2023; REFERENCE.md "The CMA-MAE paper's benchmarks") as pyribs'
+  ``examples/sphere.py`` configures it: ψ = 15, λ = 36, σ₀ = 0.5, α = 0.01, MAP-Elites
+  σ = 0.5 (line: iso 0.5, line 0.2) with batch 540.
 
-The gradient-based baselines "cma-mega" (exact gradients; benchmark domains only),
-"cma-mega-es" and "me-es" have their own settings per domain (``_FAMILY_DEFAULTS``; sources in
-docs/algorithms.md) and plain MAP-Elites archives (α = 1, threshold_min = −∞). So do the
-TD3-based "pga-me" and "cma-mega-td3-es", which need a task with a policy whose rollouts return
-transitions (``Task.policy``, ``Task.evaluate_transitions``: the locomotion tasks).
+The gradient-based baselines "cma-mega" (exact gradients: tasks with ``differentiable``),
+"cma-mega-es" and "me-es" have their own settings (sources in docs/algorithms.md) and plain
+MAP-Elites archives (α = 1, threshold_min = −∞). So do the TD3-based "pga-me" and
+"cma-mega-td3-es", which need a task with a policy whose rollouts return transitions
+(``Task.policy``, ``Task.evaluate_transitions``: the locomotion tasks).
 
-Every recipe draws its Gaussian noise with ``noise="auto"``: a noise table or
-``jax.random.normal``, whichever :func:`cmamae.es.resolve_noise` measured faster for the
-numbers one draw takes (the resolved value is what :attr:`Algorithm.config` and a run's
+One name per meaning: a setting has the same name in Python (the recipe's field), on the
+command line (``--set``) and in config files; the archive's α is ``archive_learning_rate``, an
+evolution strategy's Adam step size ``es_learning_rate``, CMA-MEGA's step on θ
+``optimizer_learning_rate``. Older runs' ``config.json`` used other names;
+:func:`upgrade_settings` (the table :data:`RENAMED_SETTINGS`) reads them.
+
+Every recipe with a ``noise`` setting draws its Gaussian noise with ``noise="auto"``: a noise
+table or ``jax.random.normal``, whichever :func:`cmamae.es.resolve_noise` measured faster for
+the numbers one draw takes (the resolved value is what :attr:`Algorithm.config` and a run's
 ``config.json`` record). Every evolution-strategy recipe runs its ψ instances with
-``batching="auto"``: ``vmap`` or a
-sequential loop chosen from n and the ES by the measured rule of
-:mod:`cmamae.emitters.evolution_strategy` (``vmap`` for the n = 100 benchmark domains, the
-loop for locomotion-sized policies); ``batching="vmap"`` or ``"map"`` overrides it.
+``batching="auto"``: ``vmap`` or a sequential loop chosen from n and the ES by the measured rule
+of :mod:`cmamae.emitters.evolution_strategy`; ``batching="vmap"`` or ``"map"`` overrides it.
 
 Differences from pyribs worth knowing (all of them: docs/coming_from_pyribs.md): every
 evolution-strategy recipe uses ``selection_rule="mu"`` (the best ⌊λ/2⌋ are recombined), so
@@ -38,7 +46,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from cmamae import es as es_lib
 from cmamae.archives import GridArchive
@@ -48,207 +57,558 @@ from cmamae.emitters.gradient_arborescence import GradientArborescenceEmitter
 from cmamae.emitters.gradients import ESGradient, ExactGradient
 from cmamae.emitters.me_es import MEESEmitter
 from cmamae.emitters.pga_me import PGAMEEmitter
+from cmamae.registry import Registry
 from cmamae.rl import TD3
 from cmamae.scheduler import Scheduler
 
-BENCHMARK_TASKS = frozenset({"sphere", "rastrigin", "plateau", "arm"})
+#: Recipe classes by algorithm name.
+ALGORITHMS: Registry[type[Recipe]] = Registry("algorithm")
 
-# name -> (emitter family, ES name, archive learning rate α or None for the domain default,
-#          ranker, restart rule, whether threshold_min is the task's min_f (else −inf))
-_RECIPES: dict[str, dict[str, Any]] = {
-    "cma-mae": dict(family="es", es="cma-es", ranker="imp", restart_rule="basic"),
-    "sep-cma-mae": dict(family="es", es="sep-cma-es", ranker="imp", restart_rule="basic"),
-    "lm-ma-mae": dict(family="es", es="lm-ma-es", ranker="imp", restart_rule="basic"),
-    "openai-mae": dict(family="es", es="openai-es", ranker="imp", restart_rule="basic"),
-    "cma-me": dict(
-        family="es",
-        es="cma-es",
-        ranker="2imp",
-        restart_rule="no_improvement",
-        learning_rate=1.0,
-        threshold_min=-math.inf,
-    ),
-    "cma-es": dict(family="es", es="cma-es", ranker="imp", restart_rule="basic", learning_rate=0.0),
-    "map-elites": dict(family="gaussian", learning_rate=1.0, threshold_min=-math.inf),
-    "map-elites-line": dict(family="iso-line", learning_rate=1.0, threshold_min=-math.inf),
-    # Gradient-based baselines: plain MAP-Elites archives (α = 1), as in their papers.
-    "cma-mega": dict(
-        family="arborescence", source="exact", learning_rate=1.0, threshold_min=-math.inf
-    ),
-    "cma-mega-es": dict(
-        family="arborescence", source="es", learning_rate=1.0, threshold_min=-math.inf
-    ),
-    "me-es": dict(family="me-es", learning_rate=1.0, threshold_min=-math.inf),
-    # TD3-based baselines (need a policy task whose rollouts return transitions).
-    "pga-me": dict(family="pga-me", learning_rate=1.0, threshold_min=-math.inf),
-    "cma-mega-td3-es": dict(family="td3-arborescence", learning_rate=1.0, threshold_min=-math.inf),
-}
-
-# Settings of the gradient-based families (docs/algorithms.md gives the sources): per
-# family, per domain. CMA-MEGA: pyribs' sphere example ("cma_mega") on the benchmark domains,
-# dqd-rl's cma_mega_es.gin on the others; ME-ES: Colas et al.'s code as dqd-rl ran it.
-_ARBORESCENCE = dict(
-    sigma0=1.0,
-    step_size=1.0,
-    optimizer="gradient_ascent",
-    ranker="2imp",
-    restart_rule="no_improvement",
-    es_samples=100,
-    es_sigma=0.02,
-)
-_FAMILY_DEFAULTS = {
-    "arborescence": {
-        "scaling": dict(_ARBORESCENCE, num_emitters=1, popsize=99),
-        "benchmark": dict(_ARBORESCENCE, num_emitters=15, popsize=35, sigma0=10.0),
+#: Settings renamed since older runs, old name -> current name: for every recipe (key None)
+#: or for one recipe (key: its name). Read by :func:`upgrade_settings` only.
+RENAMED_SETTINGS: dict[str | None, dict[str, str]] = {
+    None: {
+        "learning_rate": "archive_learning_rate",  # the archive's α
+        "adam_lr": "es_learning_rate",  # OpenAI-ES's and ME-ES's Adam step size
+        "step_size": "optimizer_learning_rate",  # CMA-MEGA's η, the step on θ
     },
-    "me-es": dict.fromkeys(
-        ("scaling", "benchmark"),
-        dict(
-            num_emitters=1,
-            es_samples=200,
-            es_sigma=0.02,
-            adam_lr=0.01,
-            l2_coeff=0.005,
-            novelty_k=10,
-            steps_per_start=10,
-            novelty_capacity=5000,
-        ),
-    ),
+    "pga-me": {"sigma0": "first_iteration_sigma"},  # σ of the first iteration's PG half
 }
-# TD3 as PGA-ME's paper (Nilsson & Cully 2021, table of hyperparameters) and dqd-rl's td3.gin.
-_TD3 = dict(
-    buffer_size=1_000_000,
-    td3_batch_size=256,
-    critic_lr=3e-4,
-    actor_lr=3e-4,
-    discount=0.99,
-    tau=0.005,
-    policy_noise=0.2,
-    noise_clip=0.5,
-    policy_delay=2,
-)
-_FAMILY_DEFAULTS["pga-me"] = dict.fromkeys(
-    ("scaling", "benchmark"),
-    dict(
-        _TD3,
-        batch_size=100,
-        proportion_ga=0.5,
-        iso_sigma=0.005,
-        line_sigma=0.05,
-        critic_steps=300,
-        pg_steps=10,
-        pg_lr=1e-3,
-        pg_batch_size=256,
-        greedy=True,
-        sigma0=0.02,
-    ),
-)
-# dqd-rl's cma_mega_td3_es.gin: one instance, 98 branches + the greedy actor, 600 critic steps.
-_FAMILY_DEFAULTS["td3-arborescence"] = dict.fromkeys(
-    ("scaling", "benchmark"),
-    dict(
-        _ARBORESCENCE,
-        **_TD3,
-        num_emitters=1,
-        popsize=98,
-        greedy=True,
-        critic_steps=600,
-        gradient_states=65_536,
-    ),
-)
-
-_DOMAIN_DEFAULTS = {
-    "scaling": dict(
-        num_emitters=5,
-        popsize=40,
-        sigma0=0.02,
-        learning_rate=0.001,
-        k=40,
-        adam_lr=0.01,
-        l2_coeff=0.005,
-        batch_size=100,
-        sigma=0.02,
-        iso_sigma=0.02,
-        line_sigma=0.2,
-    ),
-    "benchmark": dict(
-        num_emitters=15,
-        popsize=36,
-        sigma0=0.5,
-        learning_rate=0.01,
-        k=36,
-        adam_lr=0.01,
-        l2_coeff=0.005,
-        batch_size=540,
-        sigma=0.5,
-        iso_sigma=0.5,
-        line_sigma=0.2,
-    ),
+#: Settings that older versions listed for a recipe but never used, dropped when read.
+UNUSED_SETTINGS: dict[str, tuple[str, ...]] = {
+    "map-elites": ("iso_sigma", "line_sigma"),
+    "map-elites-line": ("sigma",),
 }
-_COMMON_DEFAULTS = dict(noise="auto", batching="auto")
 
 
+def _renames(name: str) -> dict[str, str]:
+    return {**RENAMED_SETTINGS[None], **RENAMED_SETTINGS.get(name, {})}
+
+
+def upgrade_settings(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` of algorithm ``name`` with old setting names replaced by current ones
+    (:data:`RENAMED_SETTINGS`) and never-used ones left out (:data:`UNUSED_SETTINGS`): how an
+    older run's ``config.json`` is read."""
+    renames = _renames(name)
+    current = set(ALGORITHMS.get(name).setting_names())
+    unused = set(UNUSED_SETTINGS.get(name, ())) - current
+    return {
+        renames[k] if k in renames and k not in current else k: v
+        for k, v in settings.items()
+        if k not in unused
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One algorithm's settings (the dataclass fields, published values as defaults) and how
+    they build a scheduler. Subclasses set :attr:`name` and register with :data:`ALGORITHMS`.
+
+    Attributes:
+        archive_learning_rate: α of the grid archive (1 = MAP-Elites, 0 = a single-objective
+            optimizer's archive).
+        threshold_min: the archive's lowest threshold; None: the task's ``min_f``.
+    """
+
+    archive_learning_rate: float = 1.0
+    threshold_min: float | None = -math.inf
+
+    #: the algorithm's registry name
+    name: ClassVar[str] = ""
+    #: per task domain (:attr:`cmamae.tasks.base.Task.domain`), the settings that differ from
+    #: the field defaults
+    by_domain: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
+    @classmethod
+    def setting_names(cls) -> list[str]:
+        """The recipe's settings, sorted."""
+        return sorted(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def for_task(cls, task, **overrides) -> Recipe:
+        """The recipe with the defaults of ``task.domain``, then ``overrides``, and
+        ``threshold_min`` None made the task's ``min_f``.
+
+        Raises:
+            ValueError: one line naming the recipe and listing its settings, for an override
+                that is not one of them (with the new name of a renamed one).
+        """
+        valid = cls.setting_names()
+        unknown = sorted(set(overrides) - set(valid))
+        if unknown:
+            renames = _renames(cls.name)
+            hints = [f"{k} is now {renames[k]}" for k in unknown if renames.get(k) in valid]
+            hint = f" ({'; '.join(hints)})" if hints else ""
+            raise ValueError(
+                f"unknown setting(s) {unknown} for algorithm {cls.name!r}{hint}; its settings "
+                f"are {valid}"
+            )
+        recipe = cls(**{**cls.by_domain.get(task.domain, {}), **overrides})
+        if recipe.threshold_min is None:
+            recipe = dataclasses.replace(recipe, threshold_min=float(task.min_f))
+        return recipe
+
+    def resolved(self, task) -> Recipe:
+        """The recipe with ``noise="auto"`` (if it has a noise setting) made the generator that
+        :func:`cmamae.es.resolve_noise` picks for one draw of this recipe on ``task``."""
+        noise = getattr(self, "noise", None)
+        if noise is None:
+            return self
+        picked = es_lib.resolve_noise(noise, self._samples_per_draw(), task.solution_dim)
+        return dataclasses.replace(self, noise=picked)
+
+    def build(self, task) -> Scheduler:
+        """The scheduler: a grid archive with the task's shape and ranges (QD-score offset
+        ``task.min_f``) and this recipe's emitter."""
+        archive = GridArchive(
+            solution_dim=task.solution_dim,
+            dims=task.archive_dims,
+            ranges=task.measure_ranges,
+            learning_rate=self.archive_learning_rate,
+            threshold_min=self.threshold_min,
+            qd_score_offset=float(task.min_f),
+        )
+        return Scheduler(archive=archive, emitters=(self._emitter(task),))
+
+    def _emitter(self, task):
+        raise NotImplementedError
+
+    def _samples_per_draw(self) -> int:
+        """Noise vectors one emitter instance draws at a time (what ``noise="auto"`` weighs)."""
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------- evolution strategies
+_ES_BENCHMARK = dict(num_emitters=15, popsize=36, sigma0=0.5)
+_MAE_BENCHMARK = dict(_ES_BENCHMARK, archive_learning_rate=0.01)
+
+
+@dataclasses.dataclass(frozen=True)
+class ESRecipe(Recipe):
+    """CMA-MAE with an evolution strategy (Fontaine & Nikolaidis 2023; the scaling paper's
+    MAE variants, Tjanaka et al. 2023 section V-A). Defaults: REFERENCE.md "The paper's setup"
+    (ψ = 5, λ = 40, σ₀ = 0.02, α = 0.001); domain "benchmark": ψ = 15, λ = 36, σ₀ = 0.5,
+    α = 0.01 (REFERENCE.md "The CMA-MAE paper's benchmarks").
+
+    Attributes:
+        num_emitters: ψ, ES instances. popsize: λ, solutions per instance and iteration.
+        sigma0: σ₀ of the ES. ranker, restart_rule, selection_rule, batching: of
+            :class:`~cmamae.emitters.EvolutionStrategyEmitter`. noise: the ES's generator.
+    """
+
+    num_emitters: int = 5
+    popsize: int = 40
+    sigma0: float = 0.02
+    archive_learning_rate: float = 0.001
+    threshold_min: float | None = None
+    ranker: str = "imp"
+    restart_rule: str | int = "basic"
+    selection_rule: str = "mu"  # pyribs' default is "filter"
+    noise: str = "auto"
+    batching: str = "auto"
+
+    #: the evolution strategy's registry name (:func:`cmamae.es.get`)
+    es: ClassVar[str] = ""
+    by_domain = {"benchmark": _MAE_BENCHMARK}
+
+    def _es_settings(self) -> dict[str, Any]:
+        return dict(popsize=self.popsize, sigma0=self.sigma0, noise=self.noise)
+
+    def _emitter(self, task):
+        return EvolutionStrategyEmitter(
+            strategy=es_lib.get(self.es, **self._es_settings()),
+            num_emitters=self.num_emitters,
+            ranker=self.ranker,
+            restart_rule=self.restart_rule,
+            selection_rule=self.selection_rule,
+            batching=self.batching,
+        )
+
+    def _samples_per_draw(self) -> int:
+        return self.popsize
+
+
+@ALGORITHMS.register("cma-mae")
+@dataclasses.dataclass(frozen=True)
+class CMAMAE(ESRecipe):
+    """CMA-MAE with CMA-ES (settings: :class:`ESRecipe`)."""
+
+    name = "cma-mae"
+    es = "cma-es"
+
+
+@ALGORITHMS.register("sep-cma-mae")
+@dataclasses.dataclass(frozen=True)
+class SepCMAMAE(ESRecipe):
+    """CMA-MAE with sep-CMA-ES (settings: :class:`ESRecipe`)."""
+
+    name = "sep-cma-mae"
+    es = "sep-cma-es"
+
+
+@ALGORITHMS.register("lm-ma-mae")
+@dataclasses.dataclass(frozen=True)
+class LMMAMAE(ESRecipe):
+    """CMA-MAE with LM-MA-ES; ``k``, its direction vectors, is λ (REFERENCE.md "The paper's
+    setup": k = λ = 40; domain "benchmark": 36)."""
+
+    k: int = 40
+
+    name = "lm-ma-mae"
+    es = "lm-ma-es"
+    by_domain = {"benchmark": dict(_MAE_BENCHMARK, k=36)}
+
+    def _es_settings(self) -> dict[str, Any]:
+        return dict(super()._es_settings(), k=self.k)
+
+
+@ALGORITHMS.register("openai-mae")
+@dataclasses.dataclass(frozen=True)
+class OpenAIMAE(ESRecipe):
+    """CMA-MAE with OpenAI-ES: Adam step size ``es_learning_rate`` 0.01 and ``l2_coeff``
+    0.005 (REFERENCE.md "The paper's setup")."""
+
+    es_learning_rate: float = 0.01
+    l2_coeff: float = 0.005
+
+    name = "openai-mae"
+    es = "openai-es"
+
+    def _es_settings(self) -> dict[str, Any]:
+        return dict(
+            super()._es_settings(), learning_rate=self.es_learning_rate, l2_coeff=self.l2_coeff
+        )
+
+
+@ALGORITHMS.register("cma-me")
+@dataclasses.dataclass(frozen=True)
+class CMAME(ESRecipe):
+    """CMA-ME (Fontaine et al. 2020): CMA-ES on a MAP-Elites archive (α = 1, threshold_min
+    = −∞), two-stage improvement ranking, restart when no solution enters the archive."""
+
+    archive_learning_rate: float = 1.0
+    threshold_min: float | None = -math.inf
+    ranker: str = "2imp"
+    restart_rule: str | int = "no_improvement"
+
+    name = "cma-me"
+    es = "cma-es"
+    by_domain = {"benchmark": _ES_BENCHMARK}
+
+
+@ALGORITHMS.register("cma-es")
+@dataclasses.dataclass(frozen=True)
+class CMAESRecipe(ESRecipe):
+    """Plain CMA-ES instances (α = 0: the archive records, it never anneals)."""
+
+    archive_learning_rate: float = 0.0
+
+    name = "cma-es"
+    es = "cma-es"
+    by_domain = {"benchmark": _ES_BENCHMARK}
+
+
+# ----------------------------------------------------------------------------- MAP-Elites
+@ALGORITHMS.register("map-elites")
+@dataclasses.dataclass(frozen=True)
+class MAPElites(Recipe):
+    """MAP-Elites with Gaussian mutation: σ = 0.02, batch 100 (REFERENCE.md "The paper's
+    setup"); domain "benchmark": σ = 0.5, batch 540 (the CMA-MAE paper as pyribs'
+    ``examples/sphere.py`` runs it)."""
+
+    sigma: float = 0.02
+    batch_size: int = 100
+    noise: str = "auto"
+
+    name = "map-elites"
+    by_domain = {"benchmark": dict(sigma=0.5, batch_size=540)}
+
+    def _emitter(self, task):
+        return GaussianEmitter(sigma=self.sigma, num_solutions=self.batch_size, noise=self.noise)
+
+    def _samples_per_draw(self) -> int:
+        return self.batch_size
+
+
+@ALGORITHMS.register("map-elites-line")
+@dataclasses.dataclass(frozen=True)
+class MAPElitesLine(Recipe):
+    """MAP-Elites with iso+line mutation (Vassiliades & Mouret 2018): σ₁ = 0.02, σ₂ = 0.2,
+    batch 100; domain "benchmark": σ₁ = 0.5, σ₂ = 0.2, batch 540 (pyribs'
+    ``examples/sphere.py``)."""
+
+    iso_sigma: float = 0.02
+    line_sigma: float = 0.2
+    batch_size: int = 100
+    noise: str = "auto"
+
+    name = "map-elites-line"
+    by_domain = {"benchmark": dict(iso_sigma=0.5, line_sigma=0.2, batch_size=540)}
+
+    def _emitter(self, task):
+        return IsoLineEmitter(
+            iso_sigma=self.iso_sigma,
+            line_sigma=self.line_sigma,
+            num_solutions=self.batch_size,
+            noise=self.noise,
+        )
+
+    def _samples_per_draw(self) -> int:
+        return self.batch_size
+
+
+# ---------------------------------------------------------------- gradient-based baselines
+@ALGORITHMS.register("cma-mega")
+@dataclasses.dataclass(frozen=True)
+class CMAMEGA(Recipe):
+    """CMA-MEGA with exact gradients (Fontaine & Nikolaidis 2021), for tasks whose
+    ``evaluate`` is differentiable (``Task.differentiable``). Defaults: dqd-rl's
+    ``cma_mega_es.gin`` (one instance, 99 branches, σ_g = 1.0, gradient ascent with
+    η = 1.0); domain "benchmark": pyribs' ``examples/sphere.py`` config "cma_mega" (ψ = 15,
+    λ = 35, σ_g = 10). Sources per value: docs/algorithms.md.
+
+    Attributes:
+        num_emitters: ψ. popsize: λ, branches per instance. sigma0: σ_g of the coefficient
+            CMA-ES. optimizer, optimizer_learning_rate: θ's optimizer and its η.
+        ranker, restart_rule: of the arborescence emitter.
+    """
+
+    num_emitters: int = 1
+    popsize: int = 99
+    sigma0: float = 1.0
+    optimizer: str = "gradient_ascent"
+    optimizer_learning_rate: float = 1.0
+    ranker: str = "2imp"
+    restart_rule: str | int = "no_improvement"
+
+    name = "cma-mega"
+    by_domain = {"benchmark": dict(num_emitters=15, popsize=35, sigma0=10.0)}
+
+    def _arborescence(self, task) -> dict[str, Any]:
+        """The gradient-arborescence emitter's settings shared by every CMA-MEGA recipe."""
+        return dict(
+            strategy=es_lib.CMAES(popsize=self.popsize, sigma0=self.sigma0, noise="normal"),
+            measure_dim=task.measure_dim,
+            num_emitters=self.num_emitters,
+            ranker=self.ranker,
+            restart_rule=self.restart_rule,
+            optimizer=self.optimizer,
+            learning_rate=self.optimizer_learning_rate,
+        )
+
+    def _emitter(self, task):
+        if not task.differentiable:
+            raise ValueError(
+                f"task: {self.name} needs exact gradients of the objective and measures, which "
+                f"task {task.name!r} does not provide (Task.differentiable is False; the "
+                "benchmark tasks provide them; use cma-mega-es)"
+            )
+        return GradientArborescenceEmitter(
+            source=ExactGradient(task.evaluate), **self._arborescence(task)
+        )
+
+
+@ALGORITHMS.register("cma-mega-es")
+@dataclasses.dataclass(frozen=True)
+class CMAMEGAES(CMAMEGA):
+    """CMA-MEGA (ES) (Tjanaka et al. 2022): :class:`CMAMEGA` with OpenAI-ES gradient
+    estimates of ``es_samples`` = 100 mirrored samples of σ ``es_sigma`` = 0.02 (dqd-rl
+    ``sample_batch_size``, ``sample_sigma``)."""
+
+    es_samples: int = 100
+    es_sigma: float = 0.02
+    noise: str = "auto"
+
+    name = "cma-mega-es"
+
+    def _gradient(self) -> ESGradient:
+        return ESGradient(samples=self.es_samples, sigma=self.es_sigma, noise=self.noise)
+
+    def _emitter(self, task):
+        return GradientArborescenceEmitter(source=self._gradient(), **self._arborescence(task))
+
+    def _samples_per_draw(self) -> int:
+        return self.es_samples
+
+
+@ALGORITHMS.register("me-es")
+@dataclasses.dataclass(frozen=True)
+class MEES(Recipe):
+    """ME-ES (Colas et al. 2020) as dqd-rl ran it: 200 samples (REFERENCE.md "The paper's
+    setup"), σ = 0.02, Adam step size 0.01 with L2 0.005, novelty of the 10 nearest of up to
+    5,000 archived measures, 10 generations per start (docs/algorithms.md, "me-es")."""
+
+    num_emitters: int = 1
+    es_samples: int = 200
+    es_sigma: float = 0.02
+    es_learning_rate: float = 0.01
+    l2_coeff: float = 0.005
+    novelty_k: int = 10
+    steps_per_start: int = 10
+    novelty_capacity: int = 5000
+    noise: str = "auto"
+
+    name = "me-es"
+
+    def _emitter(self, task):
+        return MEESEmitter(
+            measure_dim=task.measure_dim,
+            samples=self.es_samples,
+            sigma=self.es_sigma,
+            learning_rate=self.es_learning_rate,
+            l2_coeff=self.l2_coeff,
+            k=self.novelty_k,
+            steps_per_start=self.steps_per_start,
+            num_emitters=self.num_emitters,
+            novelty_capacity=self.novelty_capacity,
+            noise=self.noise,
+        )
+
+    def _samples_per_draw(self) -> int:
+        return self.es_samples
+
+
+# --------------------------------------------------------------------- TD3-based baselines
+@dataclasses.dataclass(frozen=True)
+class TD3Settings:
+    """TD3 as PGA-ME's paper (Nilsson & Cully 2021, table of hyperparameters) and dqd-rl's
+    ``td3.gin``: the fields of :class:`cmamae.rl.TD3` (``td3_batch_size`` is its
+    ``batch_size``) and the replay buffer's size."""
+
+    buffer_size: int = 1_000_000
+    td3_batch_size: int = 256
+    critic_lr: float = 3e-4
+    actor_lr: float = 3e-4
+    discount: float = 0.99
+    tau: float = 0.005
+    policy_noise: float = 0.2
+    noise_clip: float = 0.5
+    policy_delay: int = 2
+
+    def _td3(self, task) -> TD3:
+        if task.policy is None or task.evaluate_transitions is None:
+            raise ValueError(
+                f"task: {self.name} trains a TD3 critic on the rollouts' transitions of a "
+                f"policy; task {task.name!r} has no policy rollouts (use a locomotion task: "
+                "ant, halfcheetah, hopper, walker2d)"
+            )
+        return TD3(
+            task.policy,
+            critic_lr=self.critic_lr,
+            actor_lr=self.actor_lr,
+            discount=self.discount,
+            tau=self.tau,
+            policy_noise=self.policy_noise,
+            noise_clip=self.noise_clip,
+            policy_delay=self.policy_delay,
+            batch_size=self.td3_batch_size,
+        )
+
+
+@ALGORITHMS.register("pga-me")
+@dataclasses.dataclass(frozen=True)
+class PGAME(Recipe, TD3Settings):
+    """PGA-ME (Nilsson & Cully 2021) as the scaling paper's baseline run (dqd-rl
+    ``pga_me.gin``): batch 100, half iso+line (σ₁ = 0.005, σ₂ = 0.05), half 10 policy-gradient
+    steps of lr 1e-3 on batches of 256, 300 critic steps; ``first_iteration_sigma`` = 0.02 is
+    the σ of the policy-gradient half while the archive is empty (dqd-rl
+    ``PGAEmitter.sigma0``). Sources per value: docs/algorithms.md."""
+
+    batch_size: int = 100
+    proportion_ga: float = 0.5
+    iso_sigma: float = 0.005
+    line_sigma: float = 0.05
+    critic_steps: int = 300
+    pg_steps: int = 10
+    pg_lr: float = 1e-3
+    pg_batch_size: int = 256
+    greedy: bool = True
+    first_iteration_sigma: float = 0.02
+    noise: str = "auto"
+
+    name = "pga-me"
+
+    def _emitter(self, task):
+        return PGAMEEmitter(
+            td3=self._td3(task),
+            num_solutions=self.batch_size,
+            proportion_ga=self.proportion_ga,
+            iso_sigma=self.iso_sigma,
+            line_sigma=self.line_sigma,
+            pg_steps=self.pg_steps,
+            pg_lr=self.pg_lr,
+            pg_batch_size=self.pg_batch_size,
+            critic_steps=self.critic_steps,
+            buffer_size=self.buffer_size,
+            greedy=self.greedy,
+            sigma0=self.first_iteration_sigma,
+            noise=self.noise,
+        )
+
+    def _samples_per_draw(self) -> int:
+        return self.batch_size
+
+
+@ALGORITHMS.register("cma-mega-td3-es")
+@dataclasses.dataclass(frozen=True)
+class CMAMEGATD3ES(CMAMEGAES, TD3Settings):
+    """CMA-MEGA (TD3, ES) (Tjanaka et al. 2022), dqd-rl's ``cma_mega_td3_es.gin``: one
+    instance, 98 branches plus the greedy actor, 600 critic steps, the TD3 critic's
+    gradients on 65,536 states. Other settings: :class:`CMAMEGAES`, :class:`TD3Settings`."""
+
+    popsize: int = 98
+    greedy: bool = True
+    critic_steps: int = 600
+    gradient_states: int = 65_536
+
+    name = "cma-mega-td3-es"
+    by_domain = {}
+
+    def _emitter(self, task):
+        source = TD3ESGradient(
+            td3=self._td3(task),
+            es=self._gradient(),
+            gradient_states=self.gradient_states,
+            critic_steps=self.critic_steps,
+            buffer_size=self.buffer_size,
+        )
+        return TD3ArborescenceEmitter(source=source, greedy=self.greedy, **self._arborescence(task))
+
+
+# --------------------------------------------------------------------------- by name
 def names() -> list[str]:
-    """Algorithm names accepted by :func:`get`."""
-    return list(_RECIPES)
+    """Algorithm names accepted by :func:`get`, sorted."""
+    return ALGORITHMS.names()
 
 
-def _domain(task) -> str:
-    return "benchmark" if task.name in BENCHMARK_TASKS else "scaling"
+def recipe(name: str, task, **overrides) -> Recipe:
+    """Algorithm ``name``'s recipe for ``task``: its domain's defaults, then ``overrides``.
+
+    Raises ValueError (one line) for an unknown name (listing the names) or an override that
+    is not one of its settings (naming the recipe and listing its settings)."""
+    return ALGORITHMS.get(name).for_task(task, **overrides)
 
 
 def defaults(name: str, task) -> dict[str, Any]:
     """Every setting of algorithm ``name`` on ``task`` with its default value."""
-    if name not in _RECIPES:
-        raise ValueError(f"unknown algorithm {name!r}; expected one of {names()}")
-    recipe = _RECIPES[name]
-    if recipe["family"] in _FAMILY_DEFAULTS:
-        settings = dict(_FAMILY_DEFAULTS[recipe["family"]][_domain(task)], noise="auto")
-        settings.update(
-            learning_rate=recipe["learning_rate"], threshold_min=recipe["threshold_min"]
-        )
-        if recipe.get("source") == "exact":
-            settings.pop("es_samples")
-            settings.pop("es_sigma")
-            settings.pop("noise")
-        return settings
-    settings = dict(_DOMAIN_DEFAULTS[_domain(task)], **_COMMON_DEFAULTS)
-    settings["threshold_min"] = float(task.min_f)
-    for key in ("learning_rate", "threshold_min", "ranker", "restart_rule"):
-        if key in recipe:
-            settings[key] = recipe[key]
-    if recipe["family"] != "es":
-        for key in (
-            "num_emitters",
-            "popsize",
-            "sigma0",
-            "k",
-            "adam_lr",
-            "l2_coeff",
-            "batching",
-            "ranker",
-            "restart_rule",
-        ):
-            settings.pop(key, None)
-    else:
-        settings["selection_rule"] = "mu"  # pyribs' default is "filter"
-        for key in ("batch_size", "sigma", "iso_sigma", "line_sigma"):
-            settings.pop(key)
-        if recipe["es"] != "lm-ma-es":
-            settings.pop("k")
-        if recipe["es"] != "openai-es":
-            settings.pop("adam_lr")
-            settings.pop("l2_coeff")
-    return settings
+    return dataclasses.asdict(recipe(name, task))
 
 
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
-    """A named algorithm with its resolved settings and the scheduler they build."""
+    """A named algorithm with its resolved settings and the scheduler they build.
+
+    Attributes:
+        name: the registry name.
+        settings: ``(name, value)`` pairs, sorted: every setting, ``noise`` resolved.
+        scheduler: what the settings build.
+        recipe: the resolved :class:`Recipe` (None for a hand-made algorithm).
+    """
 
     name: str
     settings: tuple[tuple[str, Any], ...]
     scheduler: Scheduler
+    recipe: Recipe | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -257,158 +617,14 @@ class Algorithm:
 
 
 def get(name: str, task, **overrides) -> Algorithm:
-    """Algorithm ``name`` on ``task`` with the domain's published defaults and ``overrides``.
+    """Algorithm ``name`` on ``task`` with its domain's published defaults and ``overrides``.
 
     Raises ValueError for an unknown name or an override that is not one of its settings.
     """
-    settings = defaults(name, task)
-    unknown = sorted(set(overrides) - set(settings))
-    if unknown:
-        raise ValueError(
-            f"unknown setting(s) {unknown} for algorithm {name!r}; expected some of "
-            f"{sorted(settings)}"
-        )
-    settings.update(overrides)
-    recipe = _RECIPES[name]
-    if "noise" in settings:  # "auto" becomes the generator it picks (recorded as such)
-        settings["noise"] = es_lib.resolve_noise(
-            settings["noise"], _samples_per_draw(recipe["family"], settings), task.solution_dim
-        )
-    archive = GridArchive(
-        solution_dim=task.solution_dim,
-        dims=task.archive_dims,
-        ranges=task.measure_ranges,
-        learning_rate=settings["learning_rate"],
-        threshold_min=settings["threshold_min"],
-        qd_score_offset=float(task.min_f),
-    )
-    if recipe["family"] == "es":
-        es_settings = dict(
-            popsize=settings["popsize"], sigma0=settings["sigma0"], noise=settings["noise"]
-        )
-        if "k" in settings:
-            es_settings["k"] = settings["k"]
-        if "adam_lr" in settings:
-            es_settings.update(learning_rate=settings["adam_lr"], l2_coeff=settings["l2_coeff"])
-        emitter = EvolutionStrategyEmitter(
-            strategy=es_lib.get(recipe["es"], **es_settings),
-            num_emitters=settings["num_emitters"],
-            ranker=settings["ranker"],
-            restart_rule=settings["restart_rule"],
-            selection_rule=settings["selection_rule"],
-            batching=settings["batching"],
-        )
-    elif recipe["family"] in ("pga-me", "td3-arborescence"):
-        emitter = _td3_emitter(name, task, settings)
-    elif recipe["family"] in _FAMILY_DEFAULTS:
-        emitter = _gradient_emitter(name, task, settings)
-    elif recipe["family"] == "gaussian":
-        emitter = GaussianEmitter(
-            sigma=settings["sigma"], num_solutions=settings["batch_size"], noise=settings["noise"]
-        )
-    else:
-        emitter = IsoLineEmitter(
-            iso_sigma=settings["iso_sigma"],
-            line_sigma=settings["line_sigma"],
-            num_solutions=settings["batch_size"],
-            noise=settings["noise"],
-        )
-    scheduler = Scheduler(archive=archive, emitters=(emitter,))
-    return Algorithm(name=name, settings=tuple(sorted(settings.items())), scheduler=scheduler)
-
-
-def _samples_per_draw(family: str, s: dict[str, Any]) -> int:
-    """Noise vectors one emitter instance draws at a time (what ``noise="auto"`` weighs)."""
-    if family == "es":
-        return s["popsize"]
-    if family in ("gaussian", "iso-line", "pga-me"):
-        return s["batch_size"]
-    return s["es_samples"]
-
-
-def _gradient_emitter(name: str, task, s: dict[str, Any]):
-    """The emitter of a gradient-based recipe ("arborescence" or "me-es" family)."""
-    if _RECIPES[name]["family"] == "me-es":
-        return MEESEmitter(
-            measure_dim=task.measure_dim,
-            samples=s["es_samples"],
-            sigma=s["es_sigma"],
-            learning_rate=s["adam_lr"],
-            l2_coeff=s["l2_coeff"],
-            k=s["novelty_k"],
-            steps_per_start=s["steps_per_start"],
-            num_emitters=s["num_emitters"],
-            novelty_capacity=s["novelty_capacity"],
-            noise=s["noise"],
-        )
-    if _RECIPES[name]["source"] == "exact":
-        if _domain(task) != "benchmark":
-            raise ValueError(
-                f"task: {name} needs exact gradients of the objective and measures, which only "
-                f"the benchmark tasks {sorted(BENCHMARK_TASKS)} provide; got {task.name!r} "
-                "(use cma-mega-es)"
-            )
-        source = ExactGradient(task.evaluate)
-    else:
-        source = ESGradient(samples=s["es_samples"], sigma=s["es_sigma"], noise=s["noise"])
-    return GradientArborescenceEmitter(source=source, **_arborescence_settings(task, s))
-
-
-def _arborescence_settings(task, s: dict[str, Any]) -> dict[str, Any]:
-    """The gradient-arborescence emitter's settings shared by every CMA-MEGA recipe."""
-    return dict(
-        strategy=es_lib.CMAES(popsize=s["popsize"], sigma0=s["sigma0"], noise="normal"),
-        measure_dim=task.measure_dim,
-        num_emitters=s["num_emitters"],
-        ranker=s["ranker"],
-        restart_rule=s["restart_rule"],
-        optimizer=s["optimizer"],
-        learning_rate=s["step_size"],
-    )
-
-
-def _td3_emitter(name: str, task, s: dict[str, Any]):
-    """The emitter of a TD3-based recipe: PGA-ME or CMA-MEGA (TD3, ES)."""
-    if task.policy is None or task.evaluate_transitions is None:
-        raise ValueError(
-            f"task: {name} trains a TD3 critic on the rollouts' transitions of a policy; "
-            f"task {task.name!r} has no policy rollouts (use a locomotion task: ant, "
-            "halfcheetah, hopper, walker2d)"
-        )
-    td3 = TD3(
-        task.policy,
-        critic_lr=s["critic_lr"],
-        actor_lr=s["actor_lr"],
-        discount=s["discount"],
-        tau=s["tau"],
-        policy_noise=s["policy_noise"],
-        noise_clip=s["noise_clip"],
-        policy_delay=s["policy_delay"],
-        batch_size=s["td3_batch_size"],
-    )
-    if _RECIPES[name]["family"] == "pga-me":
-        return PGAMEEmitter(
-            td3=td3,
-            num_solutions=s["batch_size"],
-            proportion_ga=s["proportion_ga"],
-            iso_sigma=s["iso_sigma"],
-            line_sigma=s["line_sigma"],
-            pg_steps=s["pg_steps"],
-            pg_lr=s["pg_lr"],
-            pg_batch_size=s["pg_batch_size"],
-            critic_steps=s["critic_steps"],
-            buffer_size=s["buffer_size"],
-            greedy=s["greedy"],
-            sigma0=s["sigma0"],
-            noise=s["noise"],
-        )
-    source = TD3ESGradient(
-        td3=td3,
-        es=ESGradient(samples=s["es_samples"], sigma=s["es_sigma"], noise=s["noise"]),
-        gradient_states=s["gradient_states"],
-        critic_steps=s["critic_steps"],
-        buffer_size=s["buffer_size"],
-    )
-    return TD3ArborescenceEmitter(
-        source=source, greedy=s["greedy"], **_arborescence_settings(task, s)
+    resolved = recipe(name, task, **overrides).resolved(task)
+    return Algorithm(
+        name=name,
+        settings=tuple(sorted(dataclasses.asdict(resolved).items())),
+        scheduler=resolved.build(task),
+        recipe=resolved,
     )

@@ -41,15 +41,18 @@ def _run_epilog() -> str:
         return f"{title}:\n{text}\n"
 
     task, algo = cfg.DEFAULT_TASK, cfg.DEFAULT_ALGO
-    settings = algorithms.defaults(algo, tasks.get(task))  # a benchmark task: cheap to build
+    built = tasks.get(task)  # a benchmark task: cheap to build
+    settings = algorithms.defaults(algo, built)
     return "".join(
         [
             listing("tasks", tasks.names()),
             listing("algorithms", algorithms.names()),
             listing("presets", cfg.preset_names()),
             listing(
-                f"settings of {algo} on {task} and their defaults (--set KEY=VALUE; other "
-                "pairs: cmamae.algorithms.defaults(ALGO, cmamae.tasks.get(TASK)))",
+                f"settings of {algo} on {task} (domain {built.domain!r}) and their defaults "
+                "(--set KEY=VALUE; the defaults follow the task's domain, task.domain=benchmark "
+                "or scaling; other pairs: cmamae.algorithms.defaults(ALGO, "
+                "cmamae.tasks.get(TASK)))",
                 [f"{k}={v!r}" for k, v in sorted(settings.items())],
             ),
         ]

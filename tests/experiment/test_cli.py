@@ -149,6 +149,12 @@ def test_report_plot_replay_on_real_runs(tmp_path, capsys):
         (["run", "--seeds", "-1"], "seeds must be an integer >= 1"),
         (["run", "--seed", "-3"], "seed must be an integer >= 0"),
         (["run", "--set", "nope=1"], "unknown setting(s) ['nope']"),
+        (
+            ["run", "--set", "learning_rate=0.1"],
+            "for algorithm 'sep-cma-mae' (learning_rate is now archive_learning_rate); its "
+            "settings are ['archive_learning_rate', 'batching', 'noise', 'num_emitters', ",
+        ),
+        (["run", "--set", "task.domain=nope"], "domain must be one of ['benchmark', 'scaling']"),
         (["run", "--set", "task.nope=1"], "unknown override(s) ['nope']"),
         (["run", "--set", "sigma0"], "--set expects key=value"),
         (["run", "--config", "missing.toml"], "does not exist"),

@@ -205,6 +205,32 @@ def test_old_format_checkpoint_resumes_bitwise(reference, tmp_path, monkeypatch)
     _assert_same_run(reference, run)
 
 
+def test_config_json_with_old_setting_names_resumes_bitwise(reference, tmp_path):
+    """A run folder whose config.json uses older setting names (``learning_rate`` for the
+    archive's α) is read with the current names and resumes to the same run."""
+    run = tmp_path / "old-names"
+    shutil.copytree(reference, run)
+    (_, _), (_, last) = checkpoint.list_checkpoints(run / rundir.CHECKPOINT_DIR)
+    last.unlink()
+    config = rundir.read_config(run)
+    alpha = config["settings"].pop("archive_learning_rate")
+    config["settings"]["learning_rate"] = alpha
+    config["setting_overrides"]["learning_rate"] = alpha
+    (run / rundir.CONFIG).write_text(json.dumps(config))
+    assert ResolvedRun.from_json(config).algorithm.config["archive_learning_rate"] == alpha
+    changed = dict(config, setting_overrides={"learning_rate": 0.25, "adam_lr": 0.5})
+    with pytest.raises(ValueError, match="es_learning_rate.*'sep-cma-mae'"):  # not its setting
+        ResolvedRun.from_json(changed)
+    changed["algo"] = "openai-mae"
+    upgraded = ResolvedRun.from_json(changed).algorithm
+    assert (upgraded.config["archive_learning_rate"], upgraded.config["es_learning_rate"]) == (
+        0.25,
+        0.5,
+    )
+    assert main(["run", "--resume", str(run), "--quiet", "--no-plots"]) == 0
+    _assert_same_run(reference, run)
+
+
 class _FullDisk:
     """A file that takes ``room`` bytes, then raises ENOSPC."""
 

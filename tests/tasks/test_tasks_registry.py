@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from cmamae import tasks
+from cmamae.registry import Registry
 from cmamae.tasks import Task, bind
 
 
@@ -84,7 +85,9 @@ def test_task_validation():
         tasks.get("pendulum", num_episodes=0)
 
 
-def test_register_is_one_line_and_rejects_duplicates():
+def test_register_is_one_line_and_rejects_duplicates(monkeypatch):
+    monkeypatch.setattr(tasks.base, "TASKS", Registry("task"))  # the toy leaves no trace
+
     def _toy_eval(x, key):
         return -jnp.sum(x**2, axis=-1), x[:, :1]
 
@@ -105,13 +108,10 @@ def test_register_is_one_line_and_rejects_duplicates():
             initial_solution=_toy_init,
         )
 
-    try:
-        assert "_toy_for_test" in tasks.names()
-        assert tasks.get("_toy_for_test", scale=2.0).measure_ranges == ((-2.0, 2.0),)
-        with pytest.raises(ValueError, match="already registered"):
-            tasks.register("_toy_for_test")(lambda: None)
-    finally:
-        tasks.base._REGISTRY.pop("_toy_for_test", None)
+    assert tasks.names() == ["_toy_for_test"]
+    assert tasks.get("_toy_for_test", scale=2.0).measure_ranges == ((-2.0, 2.0),)
+    with pytest.raises(ValueError, match="already registered"):
+        tasks.register("_toy_for_test")(lambda: None)
 
 
 def test_bind_compares_by_value():
@@ -122,3 +122,17 @@ def test_bind_compares_by_value():
     assert hash(bind(f, a=1)) == hash(bind(f, a=1))
     assert bind(f, a=1) != bind(f, a=2)
     assert bind(f, a=2)(1) == 3
+
+
+def test_domain_is_task_metadata():
+    """Which published algorithm settings fit a task is its ``domain`` field (not its name):
+    the benchmark functions say "benchmark" and are differentiable, other tasks default to
+    "scaling"; ``get`` overrides it like the other metadata fields."""
+    for name in ("sphere", "rastrigin", "plateau", "arm"):
+        task = tasks.get(name, solution_dim=4)
+        assert task.domain == "benchmark" and task.differentiable, name
+    pendulum = tasks.get("pendulum")
+    assert pendulum.domain == "scaling" and not pendulum.differentiable
+    assert tasks.get("pendulum", domain="benchmark").domain == "benchmark"
+    with pytest.raises(ValueError, match=r"domain must be one of \['benchmark', 'scaling'\]"):
+        tasks.get("sphere", domain="locomotion")

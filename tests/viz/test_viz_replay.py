@@ -10,6 +10,7 @@ import pytest
 
 from cmamae import algorithms, rundir, tasks
 from cmamae.experiment import replay as replay_lib
+from cmamae.registry import Registry
 from cmamae.viz import replay as rp
 
 
@@ -84,7 +85,7 @@ def test_bad_elite_specs(sphere_run, tmp_path):
 
 
 def test_generic_renderer_for_unregistered_tasks(sphere_run, tmp_path, monkeypatch, is_png):
-    monkeypatch.delitem(rp.RENDERERS, "sphere")
+    monkeypatch.setattr(rp, "RENDERERS", Registry("renderer"))
     out = replay_lib.replay(sphere_run, tmp_path)
     assert is_png(out["files"]["figure"]) and out["render"] == {}
 

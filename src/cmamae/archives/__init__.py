@@ -8,6 +8,7 @@ objectives or measures are rejected and counted instead of raising (see
 """
 
 from cmamae.archives.base import (
+    ARCHIVES,
     IMPROVE_EXISTING,
     NEW,
     NOT_ADDED,
@@ -25,6 +26,7 @@ from cmamae.archives.cvt import CVTArchive, kmeans_centroids
 from cmamae.archives.grid import GridArchive
 
 __all__ = [
+    "ARCHIVES",
     "IMPROVE_EXISTING",
     "NEW",
     "NOT_ADDED",

@@ -49,12 +49,14 @@ import numpy as np
 
 from cmamae import rowsparse
 from cmamae._pytree import pytree_dataclass
+from cmamae.registry import Registry
 
 NOT_ADDED = 0
 IMPROVE_EXISTING = 1
 NEW = 2
 
-_REGISTRY: dict[str, type[ArchiveBase]] = {}
+#: Archive classes by class name (the ``"class"`` entry of a saved archive's config).
+ARCHIVES: Registry[type[ArchiveBase]] = Registry("archive class")
 _STATE_FIELDS = ("occupied", "solutions", "objectives", "measures", "thresholds", "num_invalid")
 # Provenance fields: archives written before they existed load with every entry UNKNOWN.
 _PROVENANCE_FIELDS = ("eval_iteration", "eval_row")
@@ -229,7 +231,7 @@ class ArchiveBase(abc.ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.__name__] = cls
+        ARCHIVES.register(cls.__name__, cls)
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)
@@ -632,9 +634,10 @@ def load_archive_npz(path: str | os.PathLike) -> ArchiveBase:
             raise ValueError(f"path {os.fspath(path)!r} holds no archive config")
         config = json.loads(str(data["config"]))
         cls_name = config.pop("class", None)
-        if cls_name not in _REGISTRY:
-            raise ValueError(f"unknown archive class {cls_name!r} in {os.fspath(path)!r}")
-        cls = _REGISTRY[cls_name]
+        try:
+            cls = ARCHIVES.get(cls_name)
+        except ValueError as err:
+            raise ValueError(f"path {os.fspath(path)!r}: {err}") from None
         for name in cls._array_fields:
             config[name] = np.asarray(data[name])
     return cls(**config)

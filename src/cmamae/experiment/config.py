@@ -31,9 +31,10 @@ class ConfigError(ValueError):
     """A bad run configuration (the message names the setting and what was expected)."""
 
 
-def _presets(task_name: str, batch_size: int) -> dict[str, dict[str, Any]]:
-    """Preset name -> the config values it sets, for ``task_name`` and the algorithm's batch."""
-    benchmark = task_name in algorithms.BENCHMARK_TASKS
+def _presets(domain: str, batch_size: int) -> dict[str, dict[str, Any]]:
+    """Preset name -> the config values it sets, for a task of ``domain`` (``Task.domain``)
+    and the algorithm's batch."""
+    benchmark = domain == "benchmark"
     return {
         # The papers' budgets, the same for every algorithm: the CMA-MAE paper's 10,000
         # iterations of 15 x 36 = 540 evaluations and 20 trials on the benchmark domains; the
@@ -49,7 +50,7 @@ def _presets(task_name: str, batch_size: int) -> dict[str, dict[str, Any]]:
 
 def preset_names() -> list[str]:
     """Names accepted by ``preset``."""
-    return sorted(_presets(DEFAULT_TASK, 1))
+    return sorted(_presets("benchmark", 1))
 
 
 def parse_value(text: str) -> Any:
@@ -188,7 +189,7 @@ class RunConfig:
 
         evals, seeds = self.evals, self.seeds
         if self.preset is not None:
-            presets = _presets(self.task, batch)
+            presets = _presets(task.domain, batch)
             if self.preset not in presets:
                 raise ConfigError(
                     f"unknown preset {self.preset!r}; expected one of {preset_names()}"
@@ -316,14 +317,18 @@ class ResolvedRun:
         """Rebuild from a ``config.json`` (for ``--resume``): same inputs, same resolution.
 
         The noise generator is the recorded one (not "auto" resolved anew): runs written when
-        every recipe used a noise table resume with their tables."""
-        overrides = dict(data.get("setting_overrides", {}))
-        recorded = data.get("settings", {})
+        every recipe used a noise table resume with their tables. Setting names of older runs
+        are read as their current names (:func:`cmamae.algorithms.upgrade_settings`)."""
+        algo = data["algo"]
+        if algo not in algorithms.names():
+            raise ConfigError(f"unknown algorithm {algo!r}; expected one of {algorithms.names()}")
+        overrides = algorithms.upgrade_settings(algo, data.get("setting_overrides", {}))
+        recorded = algorithms.upgrade_settings(algo, data.get("settings", {}))
         if recorded.get("noise") in ("table", "normal"):
             overrides["noise"] = recorded["noise"]
         config = RunConfig(
             task=data["task"],
-            algo=data["algo"],
+            algo=algo,
             evals=data["evals"],
             seeds=data["seeds"],
             seed=data["seed"],

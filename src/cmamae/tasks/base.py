@@ -5,7 +5,8 @@ A :class:`Task` is static configuration: a frozen, hashable dataclass whose ``ev
 equal and hash equal (their functions are :class:`Bound` values, compared by value), so a task
 can be a static argument of ``jax.jit`` without recompiling for every ``tasks.get`` call.
 
-Registering a task family is one line on its factory::
+Registering a task family is one line on its factory (:data:`TASKS`, a
+:class:`cmamae.registry.Registry`)::
 
     @register("sphere")
     def sphere_task(solution_dim: int = 100) -> Task: ...
@@ -24,12 +25,17 @@ from typing import Any
 import jax
 
 from cmamae._pytree import pytree_dataclass
+from cmamae.registry import Registry
 
 # Task fields that ``get`` may override after the factory ran, for every task. Other fields
 # (solution_dim, the functions, the measure names) follow from the factory's own parameters.
-_REPLACEABLE = ("archive_dims", "measure_ranges", "min_f", "max_f")
+_REPLACEABLE = ("archive_dims", "measure_ranges", "min_f", "max_f", "domain")
 
-_REGISTRY: dict[str, Callable[..., Task]] = {}
+#: Values of :attr:`Task.domain`: whose published algorithm settings suit the task.
+DOMAINS = ("benchmark", "scaling")
+
+#: Task factories by name.
+TASKS: Registry[Callable[..., Task]] = Registry("task")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +135,13 @@ class Task:
             parameterizes (for algorithms that train or differentiate the actor).
         replay: optional :class:`ReplayHook`: the episodes step by step, for ``cmamae
             replay`` to draw (a video for MuJoCo tasks); None: replay draws the solution.
+        domain: one of :data:`DOMAINS`, which published settings :mod:`cmamae.algorithms`
+            gives its recipes on this task: "benchmark" (the CMA-MAE paper's benchmark
+            domains: ψ = 15, λ = 36, σ₀ = 0.5, α = 0.01) or "scaling" (the scaling paper's
+            locomotion settings: ψ = 5, λ = 40, σ₀ = 0.02, α = 0.001; the default). A user's
+            task picks with ``tasks.get(name, domain=...)`` or ``dataclasses.replace``.
+        differentiable: ``evaluate`` is differentiable by ``jax.jacrev`` in the solutions
+            (almost everywhere), so exact-gradient algorithms ("cma-mega") may use it.
     """
 
     name: str
@@ -143,10 +156,14 @@ class Task:
     evaluate_transitions: Callable[..., tuple[jax.Array, jax.Array, Transitions]] | None = None
     policy: Any = None
     replay: ReplayHook | None = None
+    domain: str = "scaling"
+    differentiable: bool = False
 
     def __post_init__(self):
         if not isinstance(self.solution_dim, int) or self.solution_dim < 1:
             raise ValueError(f"solution_dim must be a positive integer, got {self.solution_dim!r}")
+        if self.domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {list(DOMAINS)}, got {self.domain!r}")
         # Normalize sequences to tuples so the task stays hashable.
         object.__setattr__(self, "measure_names", tuple(self.measure_names))
         object.__setattr__(
@@ -191,19 +208,12 @@ class Task:
 
 def register(name: str):
     """Decorator registering ``factory(**settings) -> Task`` as ``name``; returns it unchanged."""
-
-    def deco(factory: Callable[..., Task]) -> Callable[..., Task]:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
-            raise ValueError(f"task name {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
+    return TASKS.register(name)
 
 
 def names() -> list[str]:
     """Names accepted by :func:`get`, sorted."""
-    return sorted(_REGISTRY)
+    return TASKS.names()
 
 
 def get(name: str, **overrides) -> Task:
@@ -216,9 +226,7 @@ def get(name: str, **overrides) -> Task:
     Raises:
         ValueError: unknown name (the message lists the valid names) or unknown override.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown task {name!r}; expected one of {names()}")
-    factory = _REGISTRY[name]
+    factory = TASKS.get(name)
     params = inspect.signature(factory).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     factory_kwargs = {k: v for k, v in overrides.items() if k in params or accepts_any}

@@ -147,6 +147,8 @@ def _linear_projection_task(
         max_f=100.0,
         evaluate=bind(linear_projection_evaluate, objective=objective),
         initial_solution=bind(zeros_solution, solution_dim=n),
+        domain="benchmark",
+        differentiable=True,
     )
 
 
@@ -182,4 +184,6 @@ def arm_task(solution_dim: int = 100, archive_dims: tuple[int, int] = (100, 100)
         max_f=100.0,
         evaluate=arm_evaluate,
         initial_solution=bind(zeros_solution, solution_dim=n),
+        domain="benchmark",
+        differentiable=True,
     )

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.cm import ScalarMappable
 
+from cmamae.registry import Registry
 from cmamae.viz._common import new_figure, save
 from cmamae.viz.archive_plot import CMAP, draw_archive_panel
 
@@ -72,19 +73,14 @@ class ReplayContext:
 
 
 Renderer = Callable[[ReplayContext], dict]
-RENDERERS: dict[str, Renderer] = {}
+#: Renderers of tasks without a replay hook, by task name.
+RENDERERS: Registry[Renderer] = Registry("renderer")
 
 
 def register_renderer(task_name: str, fn: Renderer | None = None):
     """Register ``fn(ctx) -> {label: path}`` for tasks named ``task_name`` that have no replay
-    hook; usable as a decorator. The option names ``fn`` accepts (``ctx.options``) are its
-    ``options`` attribute, if any."""
-
-    def deco(f: Renderer) -> Renderer:
-        RENDERERS[task_name] = f
-        return f
-
-    return deco if fn is None else deco(fn)
+    hook (:data:`RENDERERS`); usable as a decorator. Such renderers take no options."""
+    return RENDERERS.register(task_name, fn)
 
 
 # --------------------------------------------------------------------------- choosing the elite
@@ -359,12 +355,12 @@ def renderer_for(task) -> Renderer:
         return render_video
     if hook is not None and hook.series:
         return render_series
-    return RENDERERS.get(task.name, render_generic)
+    return RENDERERS.get(task.name) if task.name in RENDERERS else render_generic
 
 
 def render_options_of(renderer: Renderer) -> tuple[str, ...]:
-    """The option names ``renderer`` takes."""
-    return VIDEO_OPTIONS if renderer is render_video else tuple(getattr(renderer, "options", ()))
+    """The option names ``renderer`` takes (only the video takes any)."""
+    return VIDEO_OPTIONS if renderer is render_video else ()
 
 
 def check_render_options(renderer: Renderer, options: dict) -> None:

@@ -37,13 +37,8 @@ FORMATS = ("auto", "mp4", "gif")
 MAX_FPS = 50.0
 _GL_UNAVAILABLE = 3  # the child's exit status when no OpenGL context can be made
 
-#: tracking camera per robot: distance (m) from the root body, elevation and azimuth (deg)
-CAMERAS = {
-    "ant": dict(distance=5.0, elevation=-30.0, azimuth=135.0),
-    "halfcheetah": dict(distance=4.0, elevation=-15.0, azimuth=90.0),
-    "hopper": dict(distance=3.5, elevation=-15.0, azimuth=90.0),
-    "walker2d": dict(distance=4.0, elevation=-15.0, azimuth=90.0),
-}
+#: the tracking camera where the task's replay hook sets nothing (each locomotion task carries
+#: its own: :attr:`cmamae.tasks.base.ReplayHook.camera`): distance (m), elevation, azimuth (deg)
 DEFAULT_CAMERA = dict(distance=4.0, elevation=-20.0, azimuth=90.0)
 
 
