@@ -81,9 +81,11 @@ def ribs_archives(task, settings, seed, dtype=np.float64):
         dtype=dtype,
     )
     archive = GridArchive(
-        learning_rate=settings["learning_rate"], threshold_min=settings["threshold_min"], **kw
+        learning_rate=settings["archive_learning_rate"],
+        threshold_min=settings["threshold_min"],
+        **kw,
     )
-    return archive, (GridArchive(**kw) if settings["learning_rate"] < 1 else None)
+    return archive, (GridArchive(**kw) if settings["archive_learning_rate"] < 1 else None)
 
 
 def ribs_scheduler(task, name, seed, x0=None, dtype=np.float64):
@@ -103,7 +105,7 @@ def ribs_scheduler(task, name, seed, x0=None, dtype=np.float64):
         if es_name == "lm-ma-es":
             es_kwargs = {"n_vectors": s["k"]}
         if es_name == "openai-es":
-            es_kwargs = {"lr": s["adam_lr"], "l2_coeff": s["l2_coeff"]}
+            es_kwargs = {"lr": s["es_learning_rate"], "l2_coeff": s["l2_coeff"]}
         emitters = [
             EvolutionStrategyEmitter(
                 archive,
@@ -162,7 +164,7 @@ def _run_ribs_cma_mega(task, s, archive, iterations, seed):
             archive,
             x0=np.zeros(task.solution_dim),
             sigma0=s["sigma0"],
-            lr=s["step_size"],
+            lr=s["optimizer_learning_rate"],
             grad_opt=s["optimizer"],
             ranker=s["ranker"],
             selection_rule="mu",

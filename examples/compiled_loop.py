@@ -40,7 +40,7 @@ def main():
         evaluate=evaluate,
         initial_solution=initial_solution,
     )
-    algo = algorithms.get("sep-cma-mae", task, sigma0=0.5, learning_rate=0.01)
+    algo = algorithms.get("sep-cma-mae", task, sigma0=0.5, archive_learning_rate=0.01)
     result = cmamae.run(task, algo, evals=400_000, seeds=3, key=jax.random.key(0))
     final = result.final()
     for s in range(3):

@@ -107,7 +107,12 @@ def test_pre_phase_rows_gradients_and_greedy_actor(emitter):
 def test_paper_defaults_and_bad_input():
     hopper = tasks.get("hopper", episode_length=20)
     d = algorithms.defaults("cma-mega-td3-es", hopper)
-    assert (d["num_emitters"], d["popsize"], d["sigma0"], d["step_size"]) == (1, 98, 1.0, 1.0)
+    assert (d["num_emitters"], d["popsize"], d["sigma0"], d["optimizer_learning_rate"]) == (
+        1,
+        98,
+        1.0,
+        1.0,
+    )
     assert (d["es_samples"], d["es_sigma"], d["critic_steps"], d["gradient_states"]) == (
         100,
         0.02,

@@ -128,10 +128,15 @@ def test_bad_input():
 def test_recipe_defaults_and_budget_on_sphere():
     task = tasks.get("sphere", solution_dim=N, archive_dims=(20, 20))
     d = algorithms.defaults("me-es", task)
-    assert (d["es_samples"], d["es_sigma"], d["adam_lr"], d["l2_coeff"]) == (200, 0.02, 0.01, 0.005)
-    assert (d["novelty_k"], d["steps_per_start"], d["learning_rate"]) == (10, 10, 1.0)
+    assert (d["es_samples"], d["es_sigma"], d["es_learning_rate"], d["l2_coeff"]) == (
+        200,
+        0.02,
+        0.01,
+        0.005,
+    )
+    assert (d["novelty_k"], d["steps_per_start"], d["archive_learning_rate"]) == (10, 10, 1.0)
     algo = algorithms.get(
-        "me-es", task, es_samples=20, es_sigma=0.2, adam_lr=0.1, novelty_capacity=64
+        "me-es", task, es_samples=20, es_sigma=0.2, es_learning_rate=0.1, novelty_capacity=64
     )
     assert algo.scheduler.evaluations_per_iteration == 21
     result = cmamae.run(task, algo, evals=30 * 21 + 7, seeds=2, key=jax.random.key(0))
