@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import mujoco
 import numpy as np
 
@@ -162,10 +163,39 @@ def _settings(task) -> dict:
 
 
 @functools.lru_cache(maxsize=32)
-def _draw(robot: Robot, adaptation: Adaptation, noise_scale: float):
+def draw_program(
+    robot: Robot, adaptation: Adaptation, noise_scale: float, impl: str | None, key_size: int
+):
+    """The reset draw compiled on the CPU: key data ``(key_size,)`` uint32 (a key of ``impl``,
+    e.g. ``"threefry2x32"``; None: a raw uint32 key) -> ``(qpos, qvel)`` float32.
+
+    Compiled once per setting, ahead of use: the native backend asks for it when its task
+    function is traced, so that its host callback only runs it (no compilation and no
+    compilation-cache write on a callback's thread)."""
     model = load_model(robot, adaptation)
     qpos0, nv = np.array(model.qpos0), model.nv
-    return jax.jit(lambda key: env.initial_state(robot, qpos0, nv, key, noise_scale))
+
+    def draw(data):
+        key = data if impl is None else jax.random.wrap_key_data(data, impl=impl)
+        return env.initial_state(robot, qpos0, nv, key, noise_scale)
+
+    with jax.default_device(_cpu()):
+        return jax.jit(draw).lower(jax.ShapeDtypeStruct((key_size,), jnp.uint32)).compile()
+
+
+def _cpu():
+    try:
+        return jax.devices("cpu")[0]
+    except RuntimeError:  # JAX_PLATFORMS without the CPU: the default device
+        return None
+
+
+def key_parts(key) -> tuple[str | None, jax.Array]:
+    """``(impl, data)`` of a typed key (``impl`` its name, ``data`` its uint32 bits), or
+    ``(None, key)`` for a raw uint32 key."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return str(jax.random.key_impl(key)), jax.random.key_data(key)
+    return None, key
 
 
 def reset_state(
@@ -174,17 +204,24 @@ def reset_state(
     """The reset ``(qpos, qvel)`` for ``key`` (:func:`env.initial_state
     <cmamae.tasks.locomotion.env.initial_state>`, float64 NumPy of its float32 draw).
 
-    Drawn by one standalone compiled program on the CPU, so a key gives the same bits
-    wherever it is asked for: this twin, the native backend (whose callback calls this), a
-    replay. MJX draws the state inside its own program, where XLA may fuse the arithmetic
-    differently: equal up to float32 rounding (one unit in the last place seen in ``qvel``).
+    Drawn by one standalone compiled program on the CPU (:func:`draw_program`), so a key
+    gives the same bits wherever it is asked for: this twin, the native backend (whose
+    callback calls :func:`reset_state_of_data`), a replay. MJX draws the state inside its own
+    program, where XLA may fuse the arithmetic differently: equal up to float32 rounding
+    (one unit in the last place seen in ``qvel``).
     """
-    try:
-        cpu = jax.devices("cpu")[0]
-    except RuntimeError:  # JAX_PLATFORMS without the CPU: the default device
-        cpu = None
-    with jax.default_device(cpu):
-        qpos, qvel = _draw(robot, adaptation, float(noise_scale))(key)
+    impl, data = key_parts(key)
+    return reset_state_of_data(robot, adaptation, noise_scale, impl, np.asarray(data))
+
+
+def reset_state_of_data(
+    robot: Robot, adaptation: Adaptation, noise_scale: float, impl: str | None, data
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`reset_state` of the key of ``impl`` whose bits are ``data`` (uint32 NumPy,
+    ``(key_size,)``; ``impl`` None: a raw key)."""
+    data = np.asarray(data, np.uint32)
+    draw = draw_program(robot, adaptation, float(noise_scale), impl, data.shape[-1])
+    qpos, qvel = draw(data)
     return np.asarray(qpos, np.float64), np.asarray(qvel, np.float64)
 
 

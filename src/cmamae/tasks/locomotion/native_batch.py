@@ -586,12 +586,12 @@ def _host(solutions, key_data, *, rows, robot, adaptation, noise_scale, key_impl
     batch)``. ``rows(solutions (N, n), qpos (N, nq), qvel (N, nv))`` gets all ``N = prod(lead)
     · batch`` episodes at once, each with its key's
     :func:`~cmamae.tasks.locomotion.native.reset_state`."""
-    from cmamae.tasks.locomotion.native import reset_state
+    from cmamae.tasks.locomotion.native import reset_state_of_data
 
     solutions, key_data = np.asarray(solutions), np.asarray(key_data)
     key_lead = key_data.shape[:-1]
     starts = [
-        reset_state(robot, adaptation, noise_scale, _wrap(key_data[i], key_impl))
+        reset_state_of_data(robot, adaptation, noise_scale, key_impl, key_data[i])
         for i in np.ndindex(key_lead)
     ]
     qpos = np.stack([q for q, _ in starts]).reshape(*key_lead, -1)
@@ -607,20 +607,19 @@ def _host(solutions, key_data, *, rows, robot, adaptation, noise_scale, key_impl
     return jax.tree_util.tree_map(lambda a: a.reshape(*lead, batch, *a.shape[1:]), out)
 
 
-def _wrap(data: np.ndarray, impl):
-    return jax.random.wrap_key_data(data, impl=impl) if impl is not None else data
-
-
 def host_rows(rows, shapes, solutions, key, *, robot, adaptation, noise_scale):
     """Per-episode work on the host from JAX: ``rows(solutions (N, n), qpos (N, nq), qvel (N,
     nv)) -> outputs`` (NumPy, each ``(N, ...)``) for every row of ``solutions`` ``(batch, n)``
     from the reset state of ``key``, as one ``jax.pure_callback``; ``shapes``: the outputs'
     ``jax.ShapeDtypeStruct`` for one call, leading axis ``batch``. Under ``vmap`` the callback
-    is called once with the mapped axes in front and ``rows`` gets every episode of them."""
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):  # a typed key: pass its bits
-        key_impl, key_data = jax.random.key_impl(key), jax.random.key_data(key)
-    else:  # a raw uint32 key
-        key_impl, key_data = None, key
+    is called once with the mapped axes in front and ``rows`` gets every episode of them.
+
+    The callback receives the key's bits and runs the reset draw's program, compiled here
+    (at trace time, on the tracing thread): no JAX compilation happens inside the callback."""
+    from cmamae.tasks.locomotion.native import draw_program, key_parts
+
+    key_impl, key_data = key_parts(key)
+    draw_program(robot, adaptation, float(noise_scale), key_impl, key_data.shape[-1])
     host = functools.partial(
         _host,
         rows=rows,
