@@ -18,16 +18,23 @@ Modes (run one or several; every figure is timed after a warm-up call that compi
 * ``brax``: Brax's ant at the same batch, when brax is installed (benchmark-only): its env
   class with the ``spring`` and ``mjx`` backends, and its MJX model in a bare loop with each
   of our model's fidelity choices added (what the difference costs).
-* ``native``: the native backend (``mujoco.batch`` on a C thread pool, behind a
+* ``native``: the native backend (``mujoco.batch`` on C threads, behind a
   ``pure_callback``) against MJX in one run, batch ψ·λ = 200: the MJX floor
   (``jit(task.evaluate)``, adapted model), the native floor for both models (adapted, and
   Gymnasium's as shipped) with each of ``--threads``, and sep-CMA-MAE end to end through
-  ``cmamae.run`` on the native backend (both models, the most threads): policy steps/s
+  ``cmamae.run`` on the native backend (both models, the most threads; episodes of
+  ``--e2e-length`` steps, by default ``--episode-length``): policy steps/s
   (batch × episode length / s, what MJX simulates; native stops simulating ended episodes, so
   the simulated steps are also given), the end-to-end run's share of time spent in the
   episodes (its ratio to the floor), and the projected core-hours of the paper's QD Ant run
   (1M evaluations of 1000 steps, every episode assumed to run its 1000 steps: the simulated
   rate end to end × threads). The policies are what a first iteration samples: x₀ + σ₀·N(0, I).
+* ``phases``: where the native engine's time goes, ``native_batch.run_episodes`` on the same
+  batch with each of ``--threads``: per shard thread, CPU seconds in the physics
+  (``Batch.rollout``), the policies' forward pass and the rest (observation, contacts,
+  reward, bookkeeping: NumPy work that holds the GIL), by thread CPU clocks, so that the
+  breakdown holds on a loaded machine; the busiest thread's CPU against one thread's gives
+  the speedup the threads reach with a free core each (Amdahl with the per-shard work).
 * ``solver``: for ``--task`` with 1, 2, 3, ... Newton iterations (``--solver-iterations``):
   MJX policy steps/s of ``jit(rollout.trajectory)`` on ``--batch`` Xavier policies, and
   agreement with native MuJoCo (same model) for the first ``--agree`` of them: how many keep
@@ -39,6 +46,7 @@ Modes (run one or several; every figure is timed after a warm-up call that compi
     python benchmarks/locomotion_speed.py --modes minf --episode-length 1000
     python benchmarks/locomotion_speed.py --modes solver --task halfcheetah --episode-length 20
     OPENBLAS_NUM_THREADS=1 python benchmarks/locomotion_speed.py --modes native --repeats 3
+    OPENBLAS_NUM_THREADS=1 python benchmarks/locomotion_speed.py --modes phases --repeats 3
 
 On a CPU use short episodes (the per-step rate hardly depends on the length); on a GPU use
 ``--episode-length 1000`` (the paper's setting).
@@ -50,11 +58,13 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import os
 import platform
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import cmamae
 from cmamae import algorithms, tasks
@@ -380,8 +390,6 @@ class _EpisodeClock:
 
 def mode_native(args, out):
     """The native backend against MJX (module docstring). Timings: best of ``--repeats``."""
-    import os
-
     length, batch = args.episode_length, PSI * LAM
     key = jax.random.key(1)
     rows = []
@@ -433,11 +441,15 @@ def mode_native(args, out):
                     vs_mjx_floor=round(floors[model, threads] / mjx_rate, 2),
                 )
             )
-    threads = max(args.threads)
+    threads, e2e_length = max(args.threads), args.e2e_length or length
     for adapted in (True, False):
         model = "adapted" if adapted else "as shipped"
         task = tasks.get(
-            args.task, episode_length=length, backend="native", adapted=adapted, threads=threads
+            args.task,
+            episode_length=e2e_length,
+            backend="native",
+            adapted=adapted,
+            threads=threads,
         )
         algo = algorithms.get("sep-cma-mae", task)
         evals = algo.scheduler.batch_size * args.iterations
@@ -466,7 +478,9 @@ def mode_native(args, out):
                 threads=threads,
                 compile_s=round(compile_s - took, 1),
                 evals_per_s=round(evals / took, 1),
-                policy_steps_per_s=round(evals * length / took),
+                episode_length=e2e_length,
+                seconds=round(took, 2),
+                policy_steps_per_s=round(evals * e2e_length / took),
                 simulated_steps_per_s=round(e2e_sim_rate),
                 ratio_to_floor=round(in_episodes / took, 3),
                 projected_core_hours_paper_run=round(core_hours, 1),
@@ -480,6 +494,106 @@ def mode_native(args, out):
     )
     print(summary, flush=True)
     out["native"] = dict(batch=batch, episode_length=length, rows=rows, summary=summary)
+
+
+class _PhaseClock:
+    """CPU seconds per thread in the native engine's phases while the context is open:
+    ``physics`` (``Batch.rollout`` / ``Batch.step``), ``forward`` (the policies' forward pass,
+    ``native.apply``) and ``total`` (a shard's whole episode loop); thread CPU clocks, so
+    other processes' load hardly changes them."""
+
+    def __enter__(self):
+        import collections
+        import threading
+
+        import mujoco.batch
+
+        from cmamae.tasks.locomotion import native, native_batch
+
+        self.cpu = collections.defaultdict(float)
+        self.patched = []
+
+        def wrap(owner, name, phase):
+            inner = getattr(owner, name)
+
+            def timed(*a, **kw):
+                t0 = time.thread_time()
+                try:
+                    return inner(*a, **kw)
+                finally:
+                    self.cpu[phase, threading.get_ident()] += time.thread_time() - t0
+
+            self.patched.append((owner, name, inner))
+            setattr(owner, name, timed)
+
+        wrap(mujoco.batch.Batch, "rollout", "physics")
+        wrap(mujoco.batch.Batch, "step", "physics")
+        wrap(native, "apply", "forward")
+        wrap(native_batch, "_shard", "total")
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, inner in reversed(self.patched):
+            setattr(owner, name, inner)
+
+    def threads(self) -> list[dict[str, float]]:
+        """Per shard thread: its CPU seconds in each phase, ``rest`` = the others (NumPy
+        observation, contacts, reward, bookkeeping, compaction: the GIL-held part)."""
+        out = []
+        for tid in sorted({t for phase, t in self.cpu if phase == "total"}):
+            row = {p: self.cpu[p, tid] for p in ("total", "physics", "forward")}
+            row["rest"] = row["total"] - row["physics"] - row["forward"]
+            out.append(row)
+        return out
+
+
+def mode_phases(args, out):
+    """Where the native engine's time goes: per shard thread, CPU seconds in physics, the
+    policies' forward pass and the rest, for each of ``--threads``, on the batch the
+    ``native`` mode times (best of ``--repeats`` by the busiest thread). ``cpu_bound_speedup``:
+    one thread's CPU over the busiest thread's, the speedup with a free core per thread."""
+    from cmamae.tasks.locomotion import native, native_batch
+
+    length, batch = args.episode_length, PSI * LAM
+    task = tasks.get(args.task, episode_length=length, backend="native")
+    s = dict(task.evaluate.kwargs)
+    x = np.asarray(_es_samples(task, batch), np.float64)
+    qpos, qvel = native.start_state(task, jax.random.key(1))
+    rows, one = [], None
+    for threads in args.threads:
+
+        def run(threads=threads):
+            return native_batch.run_episodes(
+                s["robot"], s["adaptation"], s["policy"], x, qpos, qvel, length, threads
+            )
+
+        simulated = int(run().steps.sum())
+        best = None
+        for _ in range(max(args.repeats, 1)):
+            with _PhaseClock() as clock:
+                run()
+            per_thread = clock.threads()
+            if best is None or max(t["total"] for t in per_thread) < max(t["total"] for t in best):
+                best = per_thread
+        total = {p: sum(t[p] for t in best) for p in ("total", "physics", "forward", "rest")}
+        busiest = max(t["total"] for t in best)
+        one = one or busiest
+        row = dict(
+            threads=threads,
+            simulated_policy_steps=simulated,
+            cpu_s=round(total["total"], 4),
+            busiest_thread_cpu_s=round(busiest, 4),
+            cpu_bound_speedup=round(one / busiest, 2),
+            **{
+                f"{p}_share": round(total[p] / total["total"], 3)
+                for p in ("physics", "forward", "rest")
+            },
+            per_thread_cpu_s=[round(t["total"], 4) for t in best],
+            load_avg_1min=round(os.getloadavg()[0], 2),
+        )
+        rows.append(row)
+        print(row, flush=True)
+    out["phases"] = dict(batch=batch, episode_length=length, rows=rows)
 
 
 def mode_solver(args, out):
@@ -562,7 +676,17 @@ def main():
         "--modes",
         nargs="+",
         default=["rollout", "e2e", "brax"],
-        choices=["adaptations", "rollout", "e2e", "ratio", "brax", "minf", "solver", "native"],
+        choices=[
+            "adaptations",
+            "rollout",
+            "e2e",
+            "ratio",
+            "brax",
+            "minf",
+            "solver",
+            "native",
+            "phases",
+        ],
     )
     p.add_argument(
         "--backend",
@@ -570,13 +694,20 @@ def main():
         choices=["mjx", "native", "auto"],
         help="backend of 'rollout', 'e2e', 'ratio' and 'minf' ('native' compares both)",
     )
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="for 'native'")
+    p.add_argument(
+        "--threads", type=int, nargs="+", default=[1, 2], help="for 'native' and 'phases'"
+    )
     p.add_argument("--solver-iterations", type=int, nargs="+", default=[1, 2, 3, 4])
     p.add_argument("--agree", type=int, default=16, help="policies compared with native")
     p.add_argument("--robots", nargs="+", default=["ant", "halfcheetah", "hopper", "walker2d"])
     p.add_argument("--minf-batches", type=int, default=2, help="batches of 200 for 'minf'")
     p.add_argument("--task", default="ant")
     p.add_argument("--episode-length", type=int, default=100)
+    p.add_argument(
+        "--e2e-length",
+        type=int,
+        help="episode length of 'native''s end-to-end rows (default: --episode-length)",
+    )
     p.add_argument(
         "--batch", type=int, default=PSI * LAM, help="batch of 'adaptations' and 'solver'"
     )
@@ -594,7 +725,8 @@ def main():
         episode_length=args.episode_length,
     )
     print(out, flush=True)
-    for mode in ("adaptations", "solver", "minf", "rollout", "e2e", "ratio", "brax", "native"):
+    modes = ("adaptations", "solver", "minf", "rollout", "e2e", "ratio", "brax", "native", "phases")
+    for mode in modes:
         if mode in args.modes:
             globals()[f"mode_{mode}"](args, out)
     if args.json:
