@@ -230,7 +230,7 @@ class _Sims:
     Attributes:
         batch: the ``Batch``.
         qpos, qvel, ctrl: its state fields (live views).
-        xpos, output: its bound outputs (``output``: by name, those of ``_RECORD``).
+        xpos: its bound ``xpos`` (robots whose forward position is a body's), else None.
         records: per name of ``_RECORD``, a ``(nsim, frame_skip, ...)`` buffer for
             ``Batch.rollout``'s records (its first rows are used when fewer simulations step).
         warned, warned_total: ``(nsim,)`` each simulation's warning count when last noted,
@@ -240,12 +240,13 @@ class _Sims:
     def __init__(self, robot: Robot, model: mujoco.MjModel, nsim: int, nthread: int):
         batch = require_batch().Batch(model, nsim, nthread)
         self.batch = batch
-        for name in ("qpos", "qvel", "ctrl", "xpos"):
+        for name in ("qpos", "qvel", "ctrl"):
             setattr(self, name, batch.bind(name))
-        self.output = {name: batch.bind(name) for name in _RECORD}
+        # bound outputs are copied out after every call: only what every step reads
+        self.xpos = batch.bind("xpos") if robot.x_from_body else None
         self.records = {
-            name: np.empty((nsim, robot.frame_skip, *a.shape[1:]), a.dtype)
-            for name, a in self.output.items()
+            name: np.empty((nsim, robot.frame_skip, model.ngeom, size))
+            for name, size in _RECORD.items()
         }
         self.note_warnings()
 
@@ -330,8 +331,9 @@ class Episodes:
 COMPACT_BELOW = 0.75
 # Fewest simulations per shard: below it a call runs in fewer shards than it has threads.
 MIN_ROWS_PER_SHARD = 4
-# What Batch.rollout records after each physics step for the foot contacts.
-_RECORD = ("geom_xpos", "geom_xmat")
+# What Batch.rollout records after each physics step for the foot contacts: field, numbers
+# per geom.
+_RECORD = {"geom_xpos": 3, "geom_xmat": 9}
 
 
 def run_episodes(
@@ -479,13 +481,14 @@ def _physics(sims, feet: FootGeometry, nstep: int, running: np.ndarray, out: _Ou
     records = {name: buffer[:n] for name, buffer in sims.records.items()}
     ok = np.ones(n, bool)
     try:
-        batch.rollout(nstep, record=_RECORD, ids=ids, out=records)
+        batch.rollout(nstep, record=tuple(_RECORD), ids=ids, out=records)
     except require_batch().SimulationError as err:
         ok = _failed(batch, running, err.ids, out)
     warned = sims.warned_since()
     if warned is not None:  # rare
         redo = np.flatnonzero(warned[running] & ok)
         batch.state[running[redo]] = saved[redo]
+        outputs = {name: batch.bind(name) for name in _RECORD}  # filled by the calls below
         for k in range(nstep):
             try:
                 batch.step(ids=running[redo])
@@ -493,8 +496,8 @@ def _physics(sims, feet: FootGeometry, nstep: int, running: np.ndarray, out: _Ou
                 stepped = _failed(batch, running[redo], err.ids, out)
                 ok[redo[~stepped]] = False
                 redo = redo[stepped]
-            for name in _RECORD:
-                records[name][redo, k] = sims.output[name][running[redo]]
+            for name, output in outputs.items():
+                records[name][redo, k] = output[running[redo]]
         sims.note_warnings()
     touched = feet.touched(records["geom_xpos"], records["geom_xmat"])
     return ok, touched[ok]
