@@ -126,6 +126,42 @@ def test_simulations_that_warn_go_on_as_mj_step_does(threads, tmp_path, monkeypa
     assert not episodes.failed.any() and episodes.steps[1] == 30
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_simulation_mujoco_raises_in_ends_with_nan_and_its_row(threads, monkeypatch):
+    """A ``SimulationError`` in one simulation (made here: ``rollout`` raises for the row
+    started 7 m forward, at its third policy step) gives that row NaN and its message under
+    its own row, whatever shard runs it; the others run on unchanged."""
+    batch_module = native_batch.require_batch()
+    task = tasks.get("ant", episode_length=20, backend="native")
+    s = dict(task.evaluate.kwargs)
+    x = _policies(task, 9, seed=6).astype(np.float64)
+    qpos, qvel = (np.tile(a, (len(x), 1)) for a in native.start_state(task, jax.random.key(4)))
+    run = lambda: native_batch.run_episodes(
+        s["robot"], s["adaptation"], s["policy"], x, qpos, qvel, 20, threads=threads
+    )
+    qpos[5, 0] += 7.0
+    want = run()
+    rollout, calls = batch_module.Batch.rollout, {}
+
+    def failing(self, nstep, **kw):
+        out = rollout(self, nstep, **kw)
+        ids = np.arange(self.nsim) if kw.get("ids") is None else kw["ids"]
+        bad = ids[self.bind("qpos")[ids, 0] > 5.0]
+        calls[id(self)] = calls.get(id(self), 0) + 1
+        if len(bad) and calls[id(self)] == 3:
+            raise batch_module.SimulationError(bad, "made up", len(ids))
+        return out
+
+    monkeypatch.setattr(batch_module.Batch, "rollout", failing)
+    got = run()
+    assert got.failed.tolist() == [i == 5 for i in range(len(x))]
+    assert list(got.errors) == [5] and got.errors[5].startswith("MuJoCo error")
+    assert np.isnan(got.total[5]) and np.isnan(got.measures[5]).all() and got.steps[5] == 2
+    others = np.arange(len(x)) != 5
+    np.testing.assert_array_equal(got.total[others], want.total[others])
+    np.testing.assert_array_equal(got.measures[others], want.measures[others])
+
+
 # ---------------------------------------------------------------- invariance
 @pytest.fixture(scope="module")
 def ant():
