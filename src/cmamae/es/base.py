@@ -160,8 +160,8 @@ class EvolutionStrategy(abc.ABC):
     def ask(
         self, key: jax.Array, state: Any, params: ESParams | None = None
     ) -> tuple[jax.Array, Any]:
-        """Sample ``popsize`` solutions, shape ``(popsize, n)``. ``params`` is accepted for a
-        uniform interface; no strategy's sampling reads it (σ lives in the state)."""
+        """Sample ``popsize`` solutions, shape ``(popsize, n)``. ``params`` is checked and
+        accepted for a uniform interface; no strategy's sampling reads it (σ is in the state)."""
 
     @abc.abstractmethod
     def tell(

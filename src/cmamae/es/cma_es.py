@@ -255,6 +255,7 @@ class CMAES(EvolutionStrategy):
     def ask(
         self, key: jax.Array, state: CMAESState, params: CMAESParams | None = None
     ) -> tuple[jax.Array, CMAESState]:
+        self.resolve_params(params)  # checked only: sampling reads σ from the state
         n = state.mean.shape[-1]
         dtype = state.mean.dtype
         z = self.standard_normal(key, state.noise, (self.popsize, n), dtype)  # Eq. 38

@@ -263,6 +263,7 @@ class LMMAES(EvolutionStrategy):
         self, key: jax.Array, state: LMMAESState, params: ESParams | None = None
     ) -> tuple[jax.Array, LMMAESState]:
         """λ solutions x_i = y + σ d_i, shape ``(popsize, n)`` (Alg. 1 lines 4-9)."""
+        self.resolve_params(params)  # checked only: sampling reads σ from the state
         n = state.mean.shape[0]
         dtype = state.mean.dtype
         z = self.standard_normal(key, state.noise, (self.popsize, n), dtype)  # line 5
@@ -282,6 +283,7 @@ class LMMAES(EvolutionStrategy):
         best with weights and μ_w for m (base class)."""
         n = state.mean.shape[0]
         dtype = state.mean.dtype
+        self.resolve_params(params)  # checked only: no learning rate is a setting
         solutions, fitness = _common.check_tell_args(self.popsize, n, solutions, fitness)
         solutions = solutions.astype(dtype)
         c = self._constants(n, dtype)

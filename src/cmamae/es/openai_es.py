@@ -148,6 +148,7 @@ class OpenAIES(EvolutionStrategy):
         self, key: jax.Array, state: OpenAIESState, params: OpenAIESParams | None = None
     ) -> tuple[jax.Array, OpenAIESState]:
         """Mirrored pairs θ ± σ ε_j: rows j and j + λ/2 share ε_j; shape ``(popsize, n)``."""
+        self.resolve_params(params)  # checked only: sampling reads σ from the state
         n = state.mean.shape[0]
         dtype = state.mean.dtype
         eps = self.standard_normal(key, state.noise, (self.popsize // 2, n), dtype)

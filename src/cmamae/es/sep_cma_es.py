@@ -180,6 +180,7 @@ class SepCMAES(EvolutionStrategy):
     def ask(
         self, key: jax.Array, state: SepCMAESState, params: CMAESParams | None = None
     ) -> tuple[jax.Array, SepCMAESState]:
+        self.resolve_params(params)  # checked only: sampling reads σ from the state
         n = state.mean.shape[-1]
         dtype = state.mean.dtype
         z = self.standard_normal(key, state.noise, (self.popsize, n), dtype)  # Eq. 38
