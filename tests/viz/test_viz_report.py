@@ -138,3 +138,18 @@ def test_curve_stats_mean_and_se():
     np.testing.assert_allclose(
         se, [0, np.std([2, 4, 0], ddof=1) / np.sqrt(3), np.std([4, 8, 0], ddof=1) / np.sqrt(3)]
     )
+
+
+def test_runs_with_old_and_current_setting_names_are_one_configuration():
+    from cmamae.viz.report import _algo_labels
+
+    configs = [
+        {"algo": "sep-cma-mae", "setting_overrides": {"learning_rate": 0.1}},  # an older run
+        {"algo": "sep-cma-mae", "setting_overrides": {"archive_learning_rate": 0.1}},
+        {"algo": "sep-cma-mae", "setting_overrides": {"archive_learning_rate": 0.5}},
+        {"algo": "not-registered", "setting_overrides": {"x": 1}},
+    ]
+    labels = _algo_labels(configs)
+    assert labels[0] == labels[1] == "sep-cma-mae(archive_learning_rate=0.1)"
+    assert labels[2] == "sep-cma-mae(archive_learning_rate=0.5)"
+    assert labels[3] == "not-registered"

@@ -284,7 +284,9 @@ def _differences(stored: dict, resolved) -> str:
         "seed": config.seed,
     }
     have = {k: _plain(stored.get(k)) for k in wanted}
-    have["setting_overrides"] = have["setting_overrides"] or {}
+    have["setting_overrides"] = _plain(  # older runs: some settings had other names
+        algorithms.upgrade_settings(config.algo, stored.get("setting_overrides") or {})
+    )
     out = [f"{k}: {have[k]!r} there, {v!r} here" for k, v in wanted.items() if have[k] != v]
     task_settings = stored.get("task_settings") or {}
     out += [

@@ -79,12 +79,23 @@ def _task_labels(configs: Sequence[dict]) -> list[str]:
     ]
 
 
+def _current_overrides(config: dict) -> dict:
+    """A run's setting overrides under their current names (older runs used other names for
+    some: :func:`cmamae.algorithms.upgrade_settings`)."""
+    from cmamae import algorithms
+
+    overrides, name = config.get("setting_overrides") or {}, config.get("algo")
+    if name not in algorithms.ALGORITHMS:
+        return overrides
+    return algorithms.upgrade_settings(name, overrides)
+
+
 def _algo_labels(configs: Sequence[dict]) -> list[str]:
     """Row label per run: the algorithm name, or name(key=value, ...) with the setting
     overrides in which runs of that algorithm differ (a sweep's ``sigma0=0.1`` and ``0.3`` are
     different configurations, not more seeds of one); runs alike in them are pooled."""
     names = [str(c.get("algo", "?")) for c in configs]
-    overrides = [c.get("setting_overrides") or {} for c in configs]
+    overrides = [_current_overrides(c) for c in configs]
     keys: dict[str, set[str]] = {}
     for name, o in zip(names, overrides):
         keys.setdefault(name, set()).update(o)
