@@ -211,6 +211,20 @@ def test_seeds_vmapped_in_one_call_equal_each_seed_alone(ant, ant_x, ant_results
     assert not np.array_equal(np.asarray(fk[1]), ant_results[0])  # another start state
 
 
+def test_host_side_evaluation_equals_the_vmapped_callback(ant, ant_x):
+    """The runner's host path (native_batch.evaluate_seeds, no tracing) gives what the
+    compiled loop's vmapped callback gives, bit for bit."""
+    keys = jnp.stack([jax.random.key(9), jax.random.key(10)])
+    xs = np.stack([np.asarray(ant_x), np.asarray(ant_x)[::-1]])
+    f, m = jax.jit(jax.vmap(ant.evaluate))(jnp.asarray(xs), keys)
+    fh, mh = native_batch.evaluate_seeds(xs, keys, **dict(ant.evaluate.kwargs))
+    assert fh.dtype == np.float32 and fh.shape == (2, len(ant_x))
+    np.testing.assert_array_equal(fh, np.asarray(f))
+    np.testing.assert_array_equal(mh, np.asarray(m))
+    with pytest.raises(ValueError, match=r"solutions must be \(seeds, batch, num_params\)"):
+        native_batch.evaluate_seeds(xs[0], keys, **dict(ant.evaluate.kwargs))
+
+
 def test_transitions_and_replay(ant, ant_x, ant_results):
     f, m, tr = jax.jit(ant.evaluate_transitions)(ant_x, jax.random.key(9))
     np.testing.assert_array_equal(np.asarray(f), ant_results[0])

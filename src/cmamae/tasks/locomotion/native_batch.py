@@ -704,3 +704,46 @@ def evaluate_transitions(
     episode_length, ...)``; see :func:`run_episodes` for the steps after an episode's end)."""
     objectives, measures, *fields = _call(solutions, key, True, **task)
     return objectives, measures, Transitions(*fields)
+
+
+def evaluate_seeds(solutions: np.ndarray, keys: jax.Array, **task) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`evaluate` of every seed's batch on the host, without tracing: ``solutions``
+    ``(seeds, batch, num_params)`` (NumPy) and one evaluation key per seed ``(seeds,)`` ->
+    objectives ``(seeds, batch)`` and measures ``(seeds, batch, feet)`` (NumPy, in
+    ``solutions``' dtype). The host-side runner path's evaluation (:class:`cmamae.experiment.
+    execution.HostAdvance`): the very function ``jax.vmap(evaluate)`` calls back, so the
+    same numbers bit for bit, and no program with a host callback to compile (JAX's
+    persistent cache keeps none of those)."""
+    from cmamae.tasks.locomotion import check_solutions
+    from cmamae.tasks.locomotion.native import draw_program, key_parts
+
+    solutions = np.asarray(solutions)
+    if solutions.ndim != 3:
+        raise ValueError(
+            f"solutions must be (seeds, batch, num_params), got shape {solutions.shape}"
+        )
+    check_solutions(solutions[0], task["policy"])
+    impl, data = key_parts(keys)
+    data = np.asarray(data)
+    robot, adaptation, noise_scale = task["robot"], task["adaptation"], task["noise_scale"]
+    draw_program(robot, adaptation, float(noise_scale), impl, data.shape[-1])
+    rows = functools.partial(
+        _episode_rows,
+        robot=robot,
+        adaptation=adaptation,
+        policy=task["policy"],
+        episode_length=task["episode_length"],
+        threads=task["threads"],
+        record=False,
+        dtype=solutions.dtype,
+    )
+    objectives, measures = _host(
+        solutions,
+        data,
+        rows=rows,
+        robot=robot,
+        adaptation=adaptation,
+        noise_scale=noise_scale,
+        key_impl=impl,
+    )
+    return objectives, measures
