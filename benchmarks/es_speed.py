@@ -41,7 +41,7 @@ import numpy as np
 
 from cmamae import es
 from cmamae.emitters.evolution_strategy import batched
-from cmamae.es import _common as es_common
+from cmamae.es import noise as es_common
 
 PSI, LAM, SIGMA0 = 5, 40, 0.02
 WARMUP = LAM + 2  # ≥ k = λ generations: LM-MA-ES's active vectors all in use

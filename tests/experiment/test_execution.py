@@ -73,7 +73,7 @@ HOST = ["run", "--task", "qd-hopper", "--evals", "200", "--quiet", "--no-plots"]
         ([*SPHERE, "--devices", "99"], "devices: 99 requested but only"),
         ([*SPHERE, "--devices", "0"], "devices must be a positive integer"),
         ([*SPHERE, "--workers", "2"], "apply to host-evaluated tasks"),
-        ([*HOST, "--workers", "0"], "workers must be a positive integer"),
+        ([*HOST, "--workers", "0"], "workers must be an integer >= 1"),
         ([*HOST, "--devices", "2"], "is evaluated on the host"),
         ([*HOST, "--cluster", "tcp://127.0.0.1:1"], "cannot reach a Dask scheduler"),
         ([*HOST, "--cluster", "nonsense"], "scheduler address tcp://HOST:PORT"),

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmamae import rowsparse
+from cmamae import rowsparse, validate
 from cmamae._pytree import pytree_dataclass
 from cmamae.registry import Registry
 
@@ -153,9 +153,7 @@ def _jit_method(name: str, *static: int):
 
 # --------------------------------------------------------------------------- argument checks
 def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return validate.integer(name, value)
 
 
 def _check_float(name: str, value, expected: str) -> float:

@@ -42,7 +42,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from cmamae import rowsparse
+from cmamae import rowsparse, validate
 
 _NAME = re.compile(r"^ckpt-(\d{9})\.npz$")
 # 3: leaves of the initial state by hash, row-sparse whenever smaller; 2: row-sparse leaves;
@@ -222,8 +222,7 @@ def save(
     the new file is in place. Leaves equal to ``initial``'s are left out and large mostly-zero
     leaves stored row-sparse (module docstring). Returns the file's path; DiskFullError when
     the device is full (the earlier checkpoints are then intact)."""
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep must be an integer >= 1, got {keep!r}")
+    validate.integer("keep", keep)
     entries, specs = {}, []
     for i, leaf in enumerate(jax.tree_util.tree_leaves(state)):
         a, spec = _leaf_array(leaf)

@@ -34,6 +34,7 @@ import warnings
 
 import numpy as np
 
+from cmamae import validate
 from cmamae.experiment.config import ConfigError
 from cmamae.tasks import host
 
@@ -101,10 +102,9 @@ def check_reachable(address: str, timeout: float = DEFAULT_TIMEOUT) -> None:
 
 
 def check_workers(workers) -> None:
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-    ):
-        raise ClusterError(f"workers must be a positive integer, got {workers!r}")
+    """ClusterError unless ``workers`` is None or an integer >= 1."""
+    if workers is not None:
+        validate.integer("workers", workers, error=ClusterError)
 
 
 def connect(cluster: str | None = None, workers: int | None = None, timeout=DEFAULT_TIMEOUT):
@@ -178,10 +178,8 @@ class DaskEvaluator:
                 f"task must be a host task (cmamae.tasks.host.HostTask), got {task.name!r}; "
                 "JAX tasks run in the compiled loop"
             )
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if chunk_size is not None:
+            validate.integer("chunk_size", chunk_size)
         self.task = task
         self.chunk_size = chunk_size
         self._owns_client = client is None

@@ -16,6 +16,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from cmamae import validate
 from cmamae._pytree import pytree_dataclass
 from cmamae.tasks.base import Transitions
 
@@ -53,12 +54,6 @@ class Batch:
     dones: jax.Array
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 @dataclasses.dataclass(frozen=True)
 class ReplayBuffer:
     """Static settings of a ring buffer of ``capacity`` transitions."""
@@ -69,7 +64,7 @@ class ReplayBuffer:
 
     def __post_init__(self):
         for name in ("capacity", "obs_dim", "act_dim"):
-            _positive_int(name, getattr(self, name))
+            validate.integer(name, getattr(self, name))
 
     def init(self) -> BufferState:
         """An empty buffer (zeros, position 0, size 0)."""

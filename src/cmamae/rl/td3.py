@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cmamae import validate
 from cmamae._pytree import pytree_dataclass
 from cmamae.rl.replay import Batch, BufferState, ReplayBuffer
 from cmamae.tasks.policies import MLPPolicy
@@ -51,13 +52,6 @@ class TD3State:
     actor_target: list
     actor_opt: optax.OptState
     steps: jax.Array
-
-
-def _check_positive(name, value, integer=False):
-    bad = isinstance(value, bool) or (integer and not isinstance(value, int))
-    if bad or not value > 0:
-        kind = "a positive integer" if integer else "a number > 0"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,11 +88,11 @@ class TD3:
             raise ValueError(f"policy must be an MLPPolicy, got {type(self.policy).__name__}")
         object.__setattr__(self, "critic_hidden", tuple(self.critic_hidden))
         for h in self.critic_hidden:
-            _check_positive("critic_hidden entries", h, integer=True)
+            validate.integer("critic_hidden entries", h)
         for name in ("critic_lr", "actor_lr", "tau", "max_action"):
-            _check_positive(name, getattr(self, name))
+            validate.positive(name, getattr(self, name))
         for name in ("policy_delay", "batch_size"):
-            _check_positive(name, getattr(self, name), integer=True)
+            validate.integer(name, getattr(self, name))
         if not 0 <= self.discount <= 1:
             raise ValueError(f"discount must be in [0, 1], got {self.discount!r}")
         if not self.policy_noise >= 0 or not self.noise_clip >= 0:

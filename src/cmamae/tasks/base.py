@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 
+from cmamae import validate
 from cmamae._pytree import pytree_dataclass
 from cmamae.registry import Registry
 
@@ -160,8 +161,7 @@ class Task:
     differentiable: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.solution_dim, int) or self.solution_dim < 1:
-            raise ValueError(f"solution_dim must be a positive integer, got {self.solution_dim!r}")
+        validate.integer("solution_dim", self.solution_dim)
         if self.domain not in DOMAINS:
             raise ValueError(f"domain must be one of {list(DOMAINS)}, got {self.domain!r}")
         # Normalize sequences to tuples so the task stays hashable.

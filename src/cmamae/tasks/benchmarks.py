@@ -32,6 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from cmamae import validate
 from cmamae.tasks.base import Task, bind, register
 
 BOUND = 5.12
@@ -126,10 +127,7 @@ def zeros_solution(key: jax.Array, *, solution_dim: int) -> jax.Array:
 
 
 def _check_dim(solution_dim, minimum: int) -> int:
-    valid = isinstance(solution_dim, int) and not isinstance(solution_dim, bool)
-    if not valid or solution_dim < minimum:
-        raise ValueError(f"solution_dim must be an integer >= {minimum}, got {solution_dim!r}")
-    return solution_dim
+    return validate.integer("solution_dim", solution_dim, minimum)
 
 
 def _linear_projection_task(

@@ -30,6 +30,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from cmamae import validate
 from cmamae.tasks.base import ReplayHook, Task, bind, register
 from cmamae.tasks.policies import MLPPolicy
 
@@ -188,8 +189,7 @@ def pendulum_task(
         ("hidden_size", hidden_size),
         ("num_steps", num_steps),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        validate.integer(name, value)
     policy = MLPPolicy((3, hidden_size, 1), activation="relu", output_activation="identity")
     names = ("effort", "speed") if with_measures else ()
     return Task(

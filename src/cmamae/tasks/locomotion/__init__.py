@@ -23,7 +23,7 @@ imported when a task is built (``tasks.get("ant")``).
 
 from __future__ import annotations
 
-from cmamae import _mujoco_gl
+from cmamae import _mujoco_gl, validate
 from cmamae.tasks.base import Task, bind, register
 from cmamae.tasks.locomotion.robots import ROBOTS, Robot
 from cmamae.tasks.policies import MLPPolicy
@@ -34,9 +34,7 @@ BACKENDS = ("auto", "mjx", "native")
 
 
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return validate.integer(name, value)
 
 
 def dims(robot: Robot, adaptation=None) -> tuple[int, int]:
