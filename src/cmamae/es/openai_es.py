@@ -33,7 +33,6 @@ worst < 1e-12 over its finite values); we also stop when the mean is no longer f
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, ClassVar
 
 import jax
@@ -42,10 +41,30 @@ import optax
 
 from cmamae._pytree import pytree_dataclass
 from cmamae.es import _common
-from cmamae.es.base import EvolutionStrategy
+from cmamae.es.base import ESParams, EvolutionStrategy, param_field
 
 UPDATE_RATIO_STOP = 1e-9
 FLAT_FITNESS_STOP = 1e-12
+
+
+@pytree_dataclass
+class OpenAIESParams(ESParams):
+    """Hyperparameters as data of OpenAI-ES (:class:`cmamae.es.base.ESParams`); bounds as
+    :class:`OpenAIES` checks them.
+
+    Attributes:
+        sigma0: σ > 0, fixed for the whole run.
+        learning_rate: Adam's step size, > 0.
+        l2_coeff: L2 coefficient added to the descent gradient, >= 0.
+        beta1, beta2: Adam's moment decay rates, in [0, 1).
+        epsilon: Adam's ε, > 0.
+    """
+
+    learning_rate: float = param_field(0.0)
+    l2_coeff: float = param_field(0.0, closed=True)
+    beta1: float = param_field(0.0, 1.0, closed=True)
+    beta2: float = param_field(0.0, 1.0, closed=True)
+    epsilon: float = param_field(0.0)
 
 
 @pytree_dataclass
@@ -81,6 +100,9 @@ class OpenAIES(EvolutionStrategy):
         learning_rate: Adam's step size (0.01 in the CMA-MAE scaling paper).
         l2_coeff: L2 coefficient added to the descent gradient (0.005 in the paper); 0 disables.
         beta1, beta2, epsilon: Adam's moment decay rates and ε (Kingma & Ba defaults).
+
+    All but ``popsize`` and ``noise`` are also data (:class:`OpenAIESParams`, ``params`` of
+    ``init`` and ``tell``).
     """
 
     learning_rate: float = 0.01
@@ -90,46 +112,43 @@ class OpenAIES(EvolutionStrategy):
     epsilon: float = 1e-8
 
     name: ClassVar[str] = "openai-es"
+    params_type: ClassVar[type[ESParams]] = OpenAIESParams
 
     def __post_init__(self):
-        super().__post_init__()
+        super().__post_init__()  # also checks the float settings (OpenAIESParams' bounds)
         if self.popsize % 2 != 0:
             raise ValueError(
                 f"popsize must be even for OpenAI-ES's mirrored sampling, got {self.popsize}"
             )
-        _common.check_positive("learning_rate", self.learning_rate)
-        _common.check_positive("epsilon", self.epsilon)
-        try:
-            l2 = float(self.l2_coeff)
-        except (TypeError, ValueError):
-            l2 = math.nan
-        if not (l2 >= 0 and math.isfinite(l2)):
-            raise ValueError(f"l2_coeff must be a finite number >= 0, got {self.l2_coeff!r}")
-        for name in ("beta1", "beta2"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 <= v < 1):
-                raise ValueError(f"{name} must be a number in [0, 1), got {v!r}")
 
-    def optimizer(self) -> optax.GradientTransformation:
-        """The optax Adam transformation that moves the mean (applied to descent gradients)."""
-        return optax.adam(self.learning_rate, b1=self.beta1, b2=self.beta2, eps=self.epsilon)
+    def optimizer(self, params: OpenAIESParams | None = None) -> optax.GradientTransformation:
+        """The optax Adam transformation that moves the mean (applied to descent gradients),
+        with the rates of ``params`` (None: :meth:`default_params`)."""
+        p = self.resolve_params(params)
+        return optax.adam(p.learning_rate, b1=p.beta1, b2=p.beta2, eps=p.epsilon)
 
-    def init(self, key: jax.Array, x0: jax.Array) -> OpenAIESState:
-        """θ = x0, σ = σ₀, fresh Adam moments."""
+    def init(
+        self, key: jax.Array, x0: jax.Array, params: OpenAIESParams | None = None
+    ) -> OpenAIESState:
+        """θ = x0, σ = σ₀ (``params.sigma0``), fresh Adam moments."""
+        params = self.resolve_params(params)
         x0 = _common.check_x0(x0)
         n = x0.shape[0]
         dtype = x0.dtype
         return OpenAIESState(
             mean=x0,
-            sigma=jnp.asarray(self.sigma0, dtype),
-            opt_state=self.optimizer().init(x0),
+            sigma=jnp.asarray(params.sigma0, dtype),
+            opt_state=self.optimizer(params).init(x0),
             noise=_common.init_noise(key, self.resolved_noise(n), n, dtype),
             last_update_ratio=jnp.asarray(jnp.inf, dtype),
             fitness_range=jnp.asarray(jnp.inf, dtype),
         )
 
-    def ask(self, key: jax.Array, state: OpenAIESState) -> tuple[jax.Array, OpenAIESState]:
+    def ask(
+        self, key: jax.Array, state: OpenAIESState, params: OpenAIESParams | None = None
+    ) -> tuple[jax.Array, OpenAIESState]:
         """Mirrored pairs θ ± σ ε_j: rows j and j + λ/2 share ε_j; shape ``(popsize, n)``."""
+        self.resolve_params(params)  # checked only: sampling reads σ from the state
         n = state.mean.shape[0]
         dtype = state.mean.dtype
         eps = self.standard_normal(key, state.noise, (self.popsize // 2, n), dtype)
@@ -139,9 +158,15 @@ class OpenAIES(EvolutionStrategy):
         return x.reshape(self.popsize, n), state
 
     def tell(
-        self, state: OpenAIESState, solutions: jax.Array, fitness: jax.Array, num_parents=None
+        self,
+        state: OpenAIESState,
+        solutions: jax.Array,
+        fitness: jax.Array,
+        num_parents=None,
+        params: OpenAIESParams | None = None,
     ) -> OpenAIESState:
         """One Adam step along the centered-rank search gradient; higher fitness is better.
+        ``params``: reads ``learning_rate``, ``l2_coeff``, ``beta1``, ``beta2``, ``epsilon``.
 
         ``num_parents`` must be None: the gradient weighs all λ solutions by centered rank,
         so there are no parents to select (pyribs' OpenAI-ES ignores its ``num_parents``)."""
@@ -150,6 +175,7 @@ class OpenAIES(EvolutionStrategy):
                 "num_parents must be None for OpenAI-ES: its gradient uses the centered ranks "
                 f"of all popsize solutions, not a selection of parents; got {num_parents!r}"
             )
+        params = self.resolve_params(params)
         lam = self.popsize
         h = lam // 2
         n = state.mean.shape[0]
@@ -167,8 +193,8 @@ class OpenAIES(EvolutionStrategy):
         total = _common.row_loop(h, pair, jnp.zeros_like(state.mean))
         grad = total / (2 * state.sigma * h * state.sigma)  # ascent estimate g
 
-        descent = -grad + self.l2_coeff * state.mean  # pyribs: -g + l2_coeff · θ
-        updates, opt_state = self.optimizer().update(descent, state.opt_state, state.mean)
+        descent = -grad + params.l2_coeff * state.mean  # pyribs: -g + l2_coeff · θ
+        updates, opt_state = self.optimizer(params).update(descent, state.opt_state, state.mean)
         mean = optax.apply_updates(state.mean, updates).astype(dtype)
         ratio = jnp.linalg.norm(mean - state.mean) / jnp.linalg.norm(mean)
         return state.replace(
