@@ -41,8 +41,8 @@ from qd_quality import ribs_scheduler
 
 from cmamae import algorithms, tasks
 from cmamae.experiment import distributed
-from cmamae.experiment.execution import _ask_all, _tell_all
 from cmamae.loop import init_states, seed_keys
+from cmamae.scheduler import host_ask, host_tell
 from cmamae.tasks import host, qdgym
 from cmamae.tasks.base import bind
 
@@ -86,15 +86,15 @@ def ours_iteration(task):
     pending = {}
 
     def ask():
-        x, _, k_tell, state["s"] = _ask_all(scheduler, run_keys, state["s"])
+        x, _, state["s"] = host_ask(scheduler, run_keys, state["s"])
         jax.block_until_ready(x)
-        pending.update(x=x, k=k_tell)
+        pending.update(x=x)
         return np.asarray(x[0])
 
     def tell(f, m):
         x = pending["x"]
-        state["s"], metrics = _tell_all(
-            scheduler, pending["k"], state["s"], x,
+        state["s"], _, metrics = host_tell(
+            scheduler, run_keys, state["s"], x,
             jnp.asarray(f[None], x.dtype), jnp.asarray(m[None], x.dtype),
         )  # fmt: skip
         jax.block_until_ready(metrics)

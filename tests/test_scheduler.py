@@ -7,11 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmamae import AskTell, Scheduler, compiled_run
+import cmamae
+from cmamae import AskTell, Scheduler, algorithms, compiled_run
 from cmamae.archives import GridArchive
 from cmamae.emitters import EvolutionStrategyEmitter, GaussianEmitter
 from cmamae.es import SepCMAES
 from cmamae.loop import run_chunk
+from cmamae.tasks.base import Task
 
 N = 8
 
@@ -101,7 +103,7 @@ def test_compiled_run_counts_evaluations_and_improves():
     assert np.all(np.diff(qd) >= 0)  # result archive only improves
 
 
-def test_host_ask_tell_matches_compiled_semantics():
+def test_host_ask_tell_checks_its_calls():
     sched = _scheduler(0.1)
     loop = AskTell(sched, np.zeros(N), seed=0)
     with pytest.raises(ValueError, match="ask"):
@@ -117,6 +119,77 @@ def test_host_ask_tell_matches_compiled_semantics():
         loop.tell(np.zeros(3), x[:, :2])
     with pytest.raises(ValueError, match="measures"):
         loop.tell(np.zeros(sched.batch_size), x[:, :3])
+
+
+def _exact_evaluate(x, key):
+    """Sums of two terms and clips only: XLA cannot reorder them, so the evaluation gives the
+    same bits inside the compiled loop's fused program and in a jit of its own. (A sphere
+    task's measures sum 5 terms per row; the loop's program vectorizes that sum, a jit of
+    ``task.evaluate`` alone adds them in order: 1-ulp differences in the measures.)"""
+    noise = jax.random.normal(key, x[:, 0].shape, x.dtype)  # uses the evaluation key
+    objectives = -jnp.abs(x[:, 0]) - jnp.abs(x[:, 1]) + 0.01 * noise
+    return objectives, jnp.clip(x[:, 2:4], -1.0, 1.0)
+
+
+def _initial_solution(key):
+    return 0.1 * jax.random.normal(key, (N,))
+
+
+EXACT = Task(
+    name="exact-test",
+    solution_dim=N,
+    measure_names=("a", "b"),
+    measure_ranges=((-1.0, 1.0), (-1.0, 1.0)),
+    archive_dims=(10, 10),
+    min_f=-100.0,
+    max_f=0.0,
+    evaluate=_exact_evaluate,
+    initial_solution=_initial_solution,
+)
+
+
+@pytest.mark.parametrize("restart_rule", ["basic", 5])
+def test_ask_tell_on_a_jax_task_equals_cmamae_run_bit_for_bit(restart_rule):
+    """AskTell, fed the task's own evaluate with its evaluation key, reproduces the compiled
+    loop (one seed, the same seed and budget): every leaf of the final state, archives,
+    result archive and emitter states, bit for bit; so does the runner's host mode
+    (tests/experiment/test_execution.py)."""
+    algo = algorithms.get(
+        "sep-cma-mae", EXACT, num_emitters=3, popsize=8, restart_rule=restart_rule
+    )
+    iterations, seed = 20, 7
+    result = cmamae.run(
+        EXACT, algo, evals=iterations * algo.scheduler.batch_size, key=jax.random.key(seed)
+    )
+    loop = AskTell(algo.scheduler, EXACT.initial_solution, seed=seed)
+    evaluate = jax.jit(EXACT.evaluate)
+    for _ in range(iterations):
+        x = loop.ask()
+        f, m = evaluate(jnp.asarray(x), loop.eval_key)
+        loop.tell(np.asarray(f), np.asarray(m))
+    compiled = jax.tree_util.tree_map(lambda a: a[0], result.state)
+    flat, _ = jax.tree_util.tree_flatten_with_path(compiled)
+    on_host = jax.tree_util.tree_leaves(loop.state)
+    assert len(flat) == len(on_host)
+    for (path, a), b in zip(flat, on_host):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(
+            np.asarray(b), np.asarray(a), err_msg=jax.tree_util.keystr(path)
+        )
+    assert int(loop.state.iteration) == iterations
+    assert 0 < loop.stats()["num_elites"] == result.final()["num_elites"][0]
+    if restart_rule == 5:  # every 5th tell: 4 restarts per emitter
+        np.testing.assert_array_equal(loop.state.emitters[0].restarts, 4)
+
+
+def test_ask_tell_x0_array_or_function():
+    """An array x0 and a function returning it start the same run."""
+    sched = _scheduler(0.1)
+    x0 = np.linspace(-1, 1, N).astype(np.float32)
+    a = AskTell(sched, x0, seed=3)
+    b = AskTell(sched, lambda key: jnp.asarray(x0), seed=3)
+    np.testing.assert_array_equal(a.ask(), b.ask())
 
 
 @pytest.mark.parametrize("batching", ["vmap", "map"])

@@ -49,16 +49,17 @@ class Probe(PrePhaseEmitter):
     def ask_grad(self, key, state, archive, archive_state):
         return state.x + 0.1 * jax.random.normal(key, (PRE, N)), state
 
-    def tell_grad(self, key, state, archive, archive_state, x, f, m, transitions=None):
+    def tell_grad(self, key, state, archive, archive_state, batch):
         insert = jnp.arange(PRE) == 0
-        return state.replace(pre_seen=state.pre_seen + jnp.sum(f)), insert
+        return state.replace(pre_seen=state.pre_seen + jnp.sum(batch.objectives)), insert
 
     def ask(self, key, state, archive, archive_state):
         return state.x + 0.5 * jax.random.normal(key, (MAIN, N)), state
 
-    def tell(self, key, state, archive, archive_state, x, f, m, info, transitions=None):
-        if transitions is not None:
-            state = state.replace(transition_rows=jnp.int32(transitions.rewards.shape[0]))
+    def tell(self, key, state, archive, archive_state, batch):
+        if batch.transitions is not None:
+            rows = batch.transitions.rewards.shape[0]
+            state = state.replace(transition_rows=jnp.int32(rows))
         return state
 
 
@@ -190,7 +191,7 @@ def test_transitions_required_from_the_task():
 
 
 def test_host_ask_tell_refuses_pre_phase():
-    with pytest.raises(ValueError, match="scheduler: AskTell"):
+    with pytest.raises(ValueError, match="scheduler: host-side ask/tell"):
         AskTell(_algo((Probe(),)).scheduler, np.zeros(N))
 
 

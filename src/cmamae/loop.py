@@ -17,7 +17,8 @@ import numpy as np
 
 from cmamae import compile_cache, sharding
 from cmamae.provenance import Layout
-from cmamae.scheduler import Scheduler, SchedulerState
+from cmamae.scheduler import Scheduler, SchedulerState, init_state
+from cmamae.scheduler import seed_keys as seed_keys  # the runner's and tests' import
 
 
 @dataclasses.dataclass
@@ -31,7 +32,8 @@ class RunResult:
             archive's stats (num_elites, coverage, qd_score, norm_qd_score, obj_max, obj_mean,
             num_invalid) and the evaluations done after that iteration.
         task: the task that was run.
-        run_keys: ``(seeds,)`` the per-seed keys of the iterations (:func:`seed_keys`).
+        run_keys: ``(seeds,)`` the per-seed keys of the iterations
+            (:func:`cmamae.scheduler.seed_keys`).
         layout: how the evaluations were laid out (:class:`cmamae.provenance.Layout`); with
             ``run_keys`` and each elite's provenance it reproduces the elite's scoring
             evaluation (:func:`cmamae.provenance.reproduce`).
@@ -52,15 +54,6 @@ class RunResult:
     def final(self) -> dict[str, np.ndarray]:
         """The last iteration's metrics, one value per seed."""
         return {k: v[:, -1] for k, v in self.metrics.items()}
-
-
-def seed_keys(key: jax.Array, seeds: int) -> tuple[jax.Array, jax.Array]:
-    """``(init_keys, run_keys)``, each ``(seeds,)``: how a run's key becomes per-seed keys.
-
-    One derivation for :func:`run` and the experiment runner, so a run started either way
-    draws the same random numbers."""
-    k_init, k_run = jax.random.split(key)
-    return jax.random.split(k_init, seeds), jax.random.split(k_run, seeds)
 
 
 def evaluate_fn(scheduler: Scheduler, task, algo_name: str = "the algorithm") -> Callable:
@@ -101,17 +94,14 @@ def calls_host_threads(task) -> bool:
 
 
 def init_states(scheduler: Scheduler, task, init_keys: jax.Array) -> SchedulerState:
-    """Fresh scheduler states with a leading seed axis, one per key of ``init_keys``."""
+    """Fresh scheduler states with a leading seed axis, one per key of ``init_keys``
+    (:func:`cmamae.scheduler.init_state`)."""
     return _init_seeds(scheduler, task.initial_solution, init_keys)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _init_seeds(scheduler: Scheduler, initial_solution: Callable, keys):
-    def one(key):
-        k_x0, k_init = jax.random.split(key)
-        return scheduler.init(k_init, initial_solution(k_x0))
-
-    return jax.vmap(one)(keys)
+    return jax.vmap(lambda key: init_state(scheduler, key, initial_solution))(keys)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5), donate_argnums=(2,))

@@ -10,6 +10,14 @@ Three ways to drive it:
 * :meth:`Scheduler.run`: many iterations in one compiled ``lax.scan`` when the objective is a
   JAX function ``evaluate(solutions, key) -> (objectives, measures)``;
 * :class:`AskTell`: a host-side object for objectives written in plain Python/NumPy.
+
+One key chain serves every driver: a run's key gives each seed an init key and a run key
+(:func:`seed_keys`), the init key the initial solution and the emitters' keys
+(:func:`init_state`), and iteration i of a seed uses ``fold_in(run_key, i)`` split into ask,
+evaluate and tell keys (:func:`iteration_key`, :func:`phase_keys`). The compiled loop
+(:func:`cmamae.run`), the runner's host mode and :class:`AskTell` (through :func:`host_ask` and
+:func:`host_tell`) all draw from it, so a JAX task driven from the host gives the compiled
+loop's numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import numpy as np
 
 from cmamae._pytree import pytree_dataclass
 from cmamae.archives import AddInfo, ArchiveState
-from cmamae.emitters.base import Emitter, PrePhaseEmitter
+from cmamae.emitters.base import Emitter, EvaluatedBatch, PrePhaseEmitter
 
 
 @pytree_dataclass
@@ -174,21 +182,13 @@ class Scheduler:
         the groups ask to insert into the archive and the result archive. Returns the
         archive's info for the pre-phase batch (status 0 for rows not inserted)."""
         _check_rows("pre-phase solutions", solutions, self.grad_batch_size)
+        batch = EvaluatedBatch(solutions, objectives, measures, transitions=transitions)
         keys = jax.random.split(key, len(self.emitters))
         emitter_states, masks, start = [], [], 0
         for e, k, s in zip(self.emitters, keys, state.emitters):
             if e.grad_batch_size > 0:
                 part = _rows(start, e.grad_batch_size)
-                s, insert = e.tell_grad(
-                    k,
-                    s,
-                    self.archive,
-                    state.archive,
-                    solutions[part],
-                    objectives[part],
-                    measures[part],
-                    _slice(transitions, part),
-                )
+                s, insert = e.tell_grad(k, s, self.archive, state.archive, batch.rows(part))
                 masks.append(insert)
                 start += e.grad_batch_size
             emitter_states.append(s)
@@ -237,25 +237,14 @@ class Scheduler:
         archive_state, result, info = self._insert(
             state, solutions, objectives, measures, first_row=self.grad_batch_size
         )
+        batch = EvaluatedBatch(solutions, objectives, measures, add_info=info)
         keys = jax.random.split(key, len(self.emitters))
         emitter_states, start = [], 0
         for e, k, s in zip(self.emitters, keys, state.emitters):
-            part = _rows(start, e.batch_size)
-            part_info = _slice(info, part)
-            extra = dict(transitions=transitions) if e.needs_transitions else {}
-            emitter_states.append(
-                e.tell(
-                    k,
-                    s,
-                    self.archive,
-                    archive_state,
-                    solutions[part],
-                    objectives[part],
-                    measures[part],
-                    part_info,
-                    **extra,
-                )
-            )
+            part = batch.rows(_rows(start, e.batch_size))
+            if e.needs_transitions:  # the whole iteration's, every group's
+                part = part.replace(transitions=transitions)
+            emitter_states.append(e.tell(k, s, self.archive, archive_state, part))
             start += e.batch_size
         state = state.replace(
             archive=archive_state,
@@ -269,6 +258,13 @@ class Scheduler:
     def stats(self, state: SchedulerState):
         """Stats (:class:`cmamae.archives.ArchiveStats`) of the result archive."""
         return self.best_archive.stats(self.best_state(state))
+
+    def metrics(self, state: SchedulerState) -> dict[str, jax.Array]:
+        """What the loops record after an iteration: :meth:`stats` as a dict of scalars plus
+        ``"evaluations"``, the solutions evaluated so far."""
+        metrics = _as_dict(self.stats(state))
+        metrics["evaluations"] = state.evaluations
+        return metrics
 
     def step(self, key: jax.Array, state: SchedulerState, evaluate) -> SchedulerState:
         """One iteration: the pre-phase when there is one (ask_grad, evaluate, tell_grad),
@@ -295,9 +291,7 @@ class Scheduler:
             # The key of an iteration depends only on its index, so splitting a run into
             # chunks (or stopping and resuming it) does not change the random stream.
             state = self.step(iteration_key(key, state), state, evaluate)
-            metrics = _as_dict(self.stats(state))
-            metrics["evaluations"] = state.evaluations
-            return state, metrics
+            return state, self.metrics(state)
 
         return jax.lax.scan(body, state, None, length=iterations)
 
@@ -307,6 +301,25 @@ def _init(scheduler: Scheduler, key, x0) -> SchedulerState:
     # Compiled so that the state's leaves are distinct buffers (the emitters all start from
     # x0; eager code would alias it), which donating the state to compiled_run requires.
     return scheduler._init(key, x0)
+
+
+def seed_keys(key: jax.Array, seeds: int) -> tuple[jax.Array, jax.Array]:
+    """``(init_keys, run_keys)``, each ``(seeds,)``: how a run's key becomes per-seed keys
+    (module docstring), the same for :func:`cmamae.run`, the experiment runner and
+    :class:`AskTell`."""
+    k_init, k_run = jax.random.split(key)
+    return jax.random.split(k_init, seeds), jax.random.split(k_run, seeds)
+
+
+def init_state(
+    scheduler: Scheduler, init_key: jax.Array, initial_solution=None, x0=None
+) -> SchedulerState:
+    """A seed's fresh state from its init key: ``init_key`` splits into the key of the
+    initial solution, ``initial_solution(key) -> (n,)`` (a task's), and the key of
+    :meth:`Scheduler.init`. With ``initial_solution`` None, ``x0`` ``(n,)`` is the initial
+    solution. Pure (the compiled loop vmaps it over seeds)."""
+    k_x0, k_init = jax.random.split(init_key)
+    return scheduler.init(k_init, x0 if initial_solution is None else initial_solution(k_x0))
 
 
 def iteration_key(run_key: jax.Array, state: SchedulerState) -> jax.Array:
@@ -323,11 +336,6 @@ def phase_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 def _rows(start: int, size: int) -> slice:
     return slice(start, start + size)
-
-
-def _slice(tree, part: slice):
-    """Rows ``part`` of every leaf of ``tree`` (None stays None)."""
-    return None if tree is None else jax.tree_util.tree_map(lambda a: a[part], tree)
 
 
 def _check_rows(name: str, solutions, expected: int) -> None:
@@ -349,14 +357,70 @@ def compiled_run(scheduler: Scheduler, key, state, evaluate, iterations: int):
     return scheduler.run(key, state, evaluate, iterations)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _asktell_ask(scheduler: Scheduler, key, state):
-    return scheduler.ask(key, state)
+# ---------------------------------------------------------------------------- host driver
+def _per_seed(one, seeded: bool):
+    """``one`` over a leading seed axis of its arguments when ``seeded``, as the compiled loop
+    (:func:`cmamae.loop.run_chunk`) runs seeds: one seed without the ``vmap`` (its numbers can
+    differ in rounding from a size-1 ``vmap``'s), several under it. Not ``seeded``: ``one``
+    itself, on one seed's unbatched arguments."""
+    if not seeded:
+        return one
+
+    def over(*args):
+        if args[0].shape[0] != 1:
+            return jax.vmap(one)(*args)
+        out = one(*jax.tree_util.tree_map(lambda a: a[0], args))
+        return jax.tree_util.tree_map(lambda a: a[None], out)
+
+    return over
 
 
-@functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(2,))
-def _asktell_tell(scheduler: Scheduler, key, state, solutions, objectives, measures):
-    return scheduler.tell(key, state, solutions, objectives, measures)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def host_ask(scheduler: Scheduler, run_keys, states, seeded: bool = True):
+    """The ask of the iteration each state is at, host-driven with the compiled loop's keys
+    (module docstring): ``(solutions (seeds, batch, n), eval_keys (seeds,), states)``; with
+    ``seeded=False`` one seed's unbatched ``run_key`` and state, and no seed axis. The
+    evaluation key is the one the compiled loop would evaluate that batch with."""
+
+    def one(run_key, state):
+        k_ask, k_eval, _ = phase_keys(iteration_key(run_key, state))
+        solutions, state = scheduler.ask(k_ask, state)
+        return solutions, k_eval, state
+
+    return _per_seed(one, seeded)(run_keys, states)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6), donate_argnums=(2,))
+def host_tell(
+    scheduler: Scheduler, run_keys, states, solutions, objectives, measures, seeded: bool = True
+):
+    """The tell that completes :func:`host_ask`'s iteration (the states donated): ``(states,
+    add_info, metrics)``, the metrics being :meth:`Scheduler.metrics` after the iteration;
+    ``seeded`` as for :func:`host_ask`."""
+
+    def one(run_key, state, x, f, m):
+        _, _, k_tell = phase_keys(iteration_key(run_key, state))
+        state, info = scheduler.tell(k_tell, state, x, f, m)
+        return state, info, scheduler.metrics(state)
+
+    return _per_seed(one, seeded)(run_keys, states, solutions, objectives, measures)
+
+
+def check_host_scheduler(scheduler: Scheduler) -> None:
+    """ValueError unless ``scheduler`` runs one plain ask/tell per iteration, as the host
+    drivers do (no gradient pre-phase, no emitter learning from transitions)."""
+    if scheduler.grad_batch_size > 0 or scheduler.needs_transitions:
+        raise ValueError(
+            "scheduler: host-side ask/tell drives one ask/tell per iteration of plain "
+            "objectives and measures; emitters with a gradient pre-phase or that learn from "
+            "transitions need the compiled loop (cmamae.run with a JAX task)"
+        )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_one(scheduler: Scheduler, init_key, initial_solution, x0):
+    # Compiled so that the state's leaves are distinct buffers (see _init).
+    return init_state(scheduler, init_key, initial_solution, x0)
 
 
 class AskTell:
@@ -367,47 +431,52 @@ class AskTell:
     >>> loop.tell(objectives, measures)      # (batch_size,), (batch_size, m)
     >>> loop.stats()                         # result archive's stats as floats
 
-    Each call runs one jit-compiled pure function; the archives stay on the device.
+    Each call runs one jit-compiled pure function (:func:`host_ask`, :func:`host_tell`); the
+    archives stay on the device. The random numbers are the compiled loop's (module
+    docstring): with ``x0=task.initial_solution`` and ``task.evaluate(x, loop.eval_key)`` as
+    the objective, ``seed=s`` reproduces ``cmamae.run(task, algo, evals, seeds=1,
+    key=jax.random.key(s))`` (tests/test_scheduler.py checks the archives bit for bit).
 
     Args:
         scheduler: the :class:`Scheduler` to drive (no gradient pre-phase, no emitter that
             learns from transitions).
-        x0: ``(n,)`` the solution every emitter starts from.
-        seed: the one seed of the whole run: it keys the emitters' initial states, every
-            ``ask`` and every ``tell`` (restarts, elite sampling). pyribs instead seeds each
-            emitter and archive separately.
+        x0: ``(n,)`` the solution every emitter starts from, or a function ``key -> (n,)``
+            that draws it (a task's ``initial_solution``).
+        seed: the one seed of the whole run: it keys the initial solution, the emitters'
+            initial states, every ``ask`` and every ``tell`` (restarts, elite sampling).
+            pyribs instead seeds each emitter and archive separately.
 
     Attributes:
         scheduler: the scheduler given.
         state: the current :class:`SchedulerState` (archives, emitter states, iteration and
             evaluation counters), replaced by every ``ask`` and ``tell``; read elites with
             ``scheduler.best_archive.to_dataframe(scheduler.best_state(loop.state))``.
+        run_key: the seed's run key (:func:`seed_keys`): iteration i draws from
+            ``fold_in(run_key, i)``.
+        eval_key: the evaluation key of the iteration the last ``ask`` began (None before):
+            a stochastic JAX objective evaluated with it gives the compiled loop's numbers.
     """
 
     def __init__(self, scheduler: Scheduler, x0, seed: int = 0):
-        if scheduler.grad_batch_size > 0 or scheduler.needs_transitions:
-            raise ValueError(
-                "scheduler: AskTell drives one ask/tell per iteration of plain objectives and "
-                "measures; emitters with a gradient pre-phase or that learn from transitions "
-                "need the compiled loop (cmamae.run with a JAX task)"
-            )
+        try:
+            check_host_scheduler(scheduler)
+        except ValueError as err:
+            raise ValueError(f"{err} (AskTell)") from None
         self.scheduler = scheduler
-        self._key, k_init = jax.random.split(jax.random.key(seed))
-        self.state = scheduler.init(k_init, x0)
-        # Compiled once per scheduler configuration, not once per AskTell: several seeds of
-        # one setup (a loop over AskTell objects) compile only the first time.
-        self._ask = functools.partial(_asktell_ask, scheduler)
-        self._tell = functools.partial(_asktell_tell, scheduler)
+        (init_key,), (self.run_key,) = seed_keys(jax.random.key(seed), 1)
+        if callable(x0):
+            self.state = _init_one(scheduler, init_key, x0, None)
+        else:
+            self.state = _init_one(scheduler, init_key, None, jnp.asarray(x0))
+        self.eval_key: jax.Array | None = None
         self._asked: jax.Array | None = None
-
-    def _next_key(self) -> jax.Array:
-        self._key, key = jax.random.split(self._key)
-        return key
 
     def ask(self) -> np.ndarray:
         """The next ``(batch_size, n)`` solutions to evaluate, every emitter group's in
         order."""
-        self._asked, self.state = self._ask(self._next_key(), self.state)
+        self._asked, self.eval_key, self.state = host_ask(
+            self.scheduler, self.run_key, self.state, False
+        )
         return np.asarray(self._asked)
 
     def tell(self, objectives, measures) -> AddInfo:
@@ -424,8 +493,8 @@ class AskTell:
             raise ValueError(f"objectives must have shape ({b},), got {objectives.shape}")
         if measures.shape != (b, m):
             raise ValueError(f"measures must have shape ({b}, {m}), got {measures.shape}")
-        self.state, info = self._tell(
-            self._next_key(), self.state, self._asked, objectives, measures
+        self.state, info, _ = host_tell(
+            self.scheduler, self.run_key, self.state, self._asked, objectives, measures, False
         )
         self._asked = None
         return info

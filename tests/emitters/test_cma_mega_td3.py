@@ -12,7 +12,7 @@ import pytest
 import cmamae
 from cmamae import algorithms, es, tasks
 from cmamae.archives import GridArchive
-from cmamae.emitters import ESGradient
+from cmamae.emitters import ESGradient, EvaluatedBatch
 from cmamae.emitters.cma_mega_td3 import TD3ArborescenceEmitter, TD3ESGradient
 from cmamae.rl import TD3
 from cmamae.tasks import MLPPolicy, Transitions
@@ -58,7 +58,7 @@ def test_pre_phase_rows_gradients_and_greedy_actor(emitter):
     state = emitter.init(jax.random.key(0), POLICY.init_flat(jax.random.key(1)))
     # Fill the buffer first so the critic's gradient is not the empty-buffer random one.
     src = emitter.source
-    observe = lambda k, s, t: src.observe(k, s, None, None, None, t)
+    observe = lambda k, s, t: src.observe(k, s, EvaluatedBatch(None, None, None, transitions=t))
     state = state.replace(
         source=observe(jax.random.key(2), state.source, _transitions(jax.random.key(3), 4))
     )
@@ -74,7 +74,8 @@ def test_pre_phase_rows_gradients_and_greedy_actor(emitter):
     m = jnp.sin(x[:, :1])  # one measure, gradient ≈ cos(x_0) e_0 (ES estimate)
     key = jax.random.key(5)
     tell_grad = emitter.tell_grad
-    new, insert = tell_grad(key, state, archive, astate, x, f, m, _transitions(key, b))
+    batch = EvaluatedBatch(x, f, m, transitions=_transitions(key, b))
+    new, insert = tell_grad(key, state, archive, astate, batch)
     # θ rows and the greedy actor are inserted; the ES samples are not.
     expected = np.zeros(b, bool)
     expected[:PSI] = expected[-1] = True
@@ -90,7 +91,8 @@ def test_pre_phase_rows_gradients_and_greedy_actor(emitter):
                 k, state.source.td3, src.buffer, state.source.buffer, t, 32
             )
         )(jax.random.split(k_td3, PSI), state.theta)
-        es_jac, _ = src.es.jacobian(k_es, state.source.es, state.theta, x[:-1], f[:-1], m[:-1])
+        block = EvaluatedBatch(x[:-1], f[:-1], m[:-1])
+        es_jac, _ = src.es.jacobian(k_es, state.source.es, state.theta, block)
         return g, es_jac[:, 1]
 
     g, es_m = reference(state)
@@ -101,7 +103,7 @@ def test_pre_phase_rows_gradients_and_greedy_actor(emitter):
         new.jacobian[:, 1], es_m / jnp.linalg.norm(es_m, axis=-1)[:, None], atol=1e-5
     )
     with pytest.raises(ValueError, match="transitions"):
-        tell_grad(key, state, archive, astate, x, f, m, None)
+        tell_grad(key, state, archive, astate, batch.replace(transitions=None))
 
 
 def test_paper_defaults_and_bad_input():

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from cmamae.archives import GridArchive
-from cmamae.emitters import EvolutionStrategyEmitter, GaussianEmitter, IsoLineEmitter
+from cmamae.emitters import (
+    EvaluatedBatch,
+    EvolutionStrategyEmitter,
+    GaussianEmitter,
+    IsoLineEmitter,
+)
 from cmamae.emitters.evolution_strategy import AUTO_MAP_FROM, batched
 from cmamae.es import CMAES, LMMAES, OpenAIES, SepCMAES
 
@@ -18,9 +23,8 @@ ARCHIVE = GridArchive(
 
 def _tell(emitter, state, archive_state, x, objectives, measures, key=1):
     archive_state, info = ARCHIVE.add(archive_state, x, objectives, measures)
-    state = emitter.tell(
-        jax.random.key(key), state, ARCHIVE, archive_state, x, objectives, measures, info
-    )
+    batch = EvaluatedBatch(x, objectives, measures, info)
+    state = emitter.tell(jax.random.key(key), state, ARCHIVE, archive_state, batch)
     return state, archive_state
 
 
@@ -70,7 +74,7 @@ def _step(em, archive, key, state, astate):
     objectives = 1.0 - jnp.sum((x - 0.5) ** 2, axis=1)
     measures = jnp.tanh(x[:, :2])
     astate, info = archive.add(astate, x, objectives, measures)
-    state = em.tell(k_tell, state, archive, astate, x, objectives, measures, info)
+    state = em.tell(k_tell, state, archive, astate, EvaluatedBatch(x, objectives, measures, info))
     return state, astate
 
 

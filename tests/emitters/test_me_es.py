@@ -10,7 +10,7 @@ import pytest
 import cmamae
 from cmamae import algorithms, tasks
 from cmamae.archives import GridArchive
-from cmamae.emitters import MEESEmitter
+from cmamae.emitters import EvaluatedBatch, MEESEmitter
 from cmamae.emitters.me_es import novelty
 
 N = 6
@@ -51,7 +51,8 @@ def test_es_step_exploit_climbs_and_nothing_is_inserted():
     x, state = em.ask_grad(jax.random.key(1), state, ARCHIVE, ARCHIVE.init())
     assert x.shape == (40, N) and em.grad_batch_size == 40 and em.batch_size == 1
     f, m = _evaluate(x)
-    state2, insert = em.tell_grad(jax.random.key(2), state, ARCHIVE, ARCHIVE.init(), x, f, m)
+    batch = EvaluatedBatch(x, f, m)
+    state2, insert = em.tell_grad(jax.random.key(2), state, ARCHIVE, ARCHIVE.init(), batch)
     assert not np.any(np.asarray(insert))
     assert not bool(state2.explore[0])  # the first phase exploits
     # Adam's first step moves every coordinate by lr in the sign of the ascent direction.
@@ -69,7 +70,8 @@ def _run_tells(em, state, astate, steps, key=0):
         theta, state = em.ask(None, state)
         f, m = _evaluate(theta)
         astate, info = ARCHIVE.add(astate, theta, f, m)
-        state = tell(jax.random.key(key + i), state, ARCHIVE, astate, theta, f, m, info)
+        batch = EvaluatedBatch(theta, f, m, info)
+        state = tell(jax.random.key(key + i), state, ARCHIVE, astate, batch)
     return state, astate
 
 

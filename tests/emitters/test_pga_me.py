@@ -13,6 +13,7 @@ import pytest
 import cmamae
 from cmamae import algorithms, tasks
 from cmamae.archives import GridArchive
+from cmamae.emitters import EvaluatedBatch
 from cmamae.emitters.gaussian import IsoLineEmitter
 from cmamae.emitters.pga_me import PGAMEEmitter
 from cmamae.rl import TD3
@@ -89,21 +90,11 @@ def test_ask_composition_tell_trains():
     dist = jnp.min(jnp.linalg.norm(x[6:, None] - elites[None], axis=-1), axis=1)
     assert np.all(np.asarray(dist) > 0) and np.all(np.asarray(dist) < 0.1)
     # tell stores the 9 valid transitions and takes critic_steps TD3 steps.
-    info = None
-    state = em.tell(
-        jax.random.key(4),
-        state,
-        archive,
-        astate,
-        x,
-        None,
-        None,
-        info,
-        _transitions(jax.random.key(5)),
-    )
+    batch = EvaluatedBatch(x, None, None, transitions=_transitions(jax.random.key(5)))
+    state = em.tell(jax.random.key(4), state, archive, astate, batch)
     assert int(state.buffer.size) == 8 and int(state.td3.steps) == 3
     with pytest.raises(ValueError, match="transitions"):
-        em.tell(jax.random.key(4), state, archive, astate, x, None, None, info)
+        em.tell(jax.random.key(4), state, archive, astate, batch.replace(transitions=None))
 
 
 def test_bad_settings():

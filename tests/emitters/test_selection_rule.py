@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from cmamae.archives import GridArchive
-from cmamae.emitters import EvolutionStrategyEmitter
+from cmamae.emitters import EvaluatedBatch, EvolutionStrategyEmitter
 from cmamae.es import CMAES, LMMAES, OpenAIES, SepCMAES, _common
 
 ribs_archives = pytest.importorskip("ribs.archives")
@@ -64,7 +64,9 @@ def _ours(ranker, restart_rule):
     )
     ask = jax.jit(lambda k, s: emitter.ask(k, s))
     add = jax.jit(archive.add)
-    tell = jax.jit(lambda k, s, a, x, f, m, i: emitter.tell(k, s, archive, a, x, f, m, i))
+    tell = jax.jit(
+        lambda k, s, a, x, f, m, i: emitter.tell(k, s, archive, a, EvaluatedBatch(x, f, m, i))
+    )
     return emitter, archive, ask, add, tell
 
 
@@ -166,7 +168,8 @@ def test_integer_restart_rule_counts_tells_from_creation():
         f = -jnp.sum((x - 0.5) ** 2, axis=1) - jnp.arange(4.0)  # not flat: no ES restart
         meas = jnp.tanh(x[:, :2])
         astate, info = archive.add(astate, x, f, meas)
-        state = emitter.tell(jax.random.key(50 + i), state, archive, astate, x, f, meas, info)
+        batch = EvaluatedBatch(x, f, meas, info)
+        state = emitter.tell(jax.random.key(50 + i), state, archive, astate, batch)
         previous = restarts[-1] if restarts else 0
         restarts.append(int(state.restarts[0]))
         if restarts[-1] > previous:  # it starts over at an elite, with σ₀
@@ -210,7 +213,8 @@ def test_filter_runs_under_vmap_and_map(strategy):
             f = -jnp.sum((x - 0.4) ** 2, axis=1)
             meas = jnp.tanh(x[:, :2])
             astate, info = archive.add(astate, x, f, meas)
-            return em.tell(k_tell, state, archive, astate, x, f, meas, info), astate, info
+            batch = EvaluatedBatch(x, f, meas, info)
+            return em.tell(k_tell, state, archive, astate, batch), astate, info
 
         for i in range(3):
             state, astate, info = step(jax.random.key(i), state, astate)

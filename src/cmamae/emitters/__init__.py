@@ -2,7 +2,7 @@
 gradient-based ones (CMA-MEGA's gradient arborescence, ME-ES) with their gradient sources, and
 the TD3-based ones (PGA-ME, CMA-MEGA (TD3, ES))."""
 
-from cmamae.emitters.base import Emitter, PrePhaseEmitter
+from cmamae.emitters.base import Emitter, EvaluatedBatch, PrePhaseEmitter
 from cmamae.emitters.cma_mega_td3 import TD3ArborescenceEmitter, TD3ESGradient
 from cmamae.emitters.evolution_strategy import ESEmitterState, EvolutionStrategyEmitter
 from cmamae.emitters.gaussian import GaussianEmitter, IsoLineEmitter, MutationEmitterState
@@ -17,6 +17,7 @@ from cmamae.emitters.pga_me import PGAMEEmitter, PGAMEState
 __all__ = [
     "ArborescenceState",
     "ESGradient",
+    "EvaluatedBatch",
     "ExactGradient",
     "GradientArborescenceEmitter",
     "GradientSource",

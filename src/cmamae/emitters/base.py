@@ -1,4 +1,5 @@
-"""The emitter interface: a static configuration handing out pure ``init``/``ask``/``tell``."""
+"""The emitter interface: a static configuration handing out pure ``init``/``ask``/``tell``, and
+the :class:`EvaluatedBatch` every ``tell`` receives."""
 
 from __future__ import annotations
 
@@ -8,6 +9,42 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from cmamae._pytree import pytree_dataclass
+
+
+@pytree_dataclass
+class EvaluatedBatch:
+    """Evaluated solutions, as an emitter's ``tell`` (and ``tell_grad``) receives them.
+
+    Attributes:
+        solutions: ``(b, n)`` the solutions, in the order they were asked.
+        objectives: ``(b,)`` their objectives (higher is better; NaN or inf: invalid).
+        measures: ``(b, m)`` their measures.
+        add_info: the archive's :class:`cmamae.archives.AddInfo` for them (status, value,
+            index: ``(b,)`` each); None in a pre-phase, which is told before insertion.
+        transitions: the rollouts' transitions (:class:`cmamae.rl.Transitions`, leading axis
+            b) for emitters that :attr:`~Emitter.needs_transitions`, else None. In a main-phase
+            ``tell`` they are the whole iteration batch's, every emitter group's (b is then
+            the scheduler's batch size).
+    """
+
+    solutions: jax.Array
+    objectives: jax.Array
+    measures: jax.Array
+    add_info: Any = None
+    transitions: Any = None
+
+    @property
+    def valid(self) -> jax.Array:
+        """``(b,)`` bool: finite objective and finite measures (what the archive accepts)."""
+        finite_measures = jnp.all(jnp.isfinite(self.measures), axis=-1)
+        return jnp.isfinite(self.objectives) & finite_measures
+
+    def rows(self, part: slice) -> EvaluatedBatch:
+        """Rows ``part`` of every array (``add_info`` and ``transitions`` included)."""
+        take = lambda tree: jax.tree_util.tree_map(lambda a: a[part], tree)
+        return EvaluatedBatch(*(take(getattr(self, f.name)) for f in dataclasses.fields(self)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,23 +80,13 @@ class Emitter(abc.ABC):
         """``(batch_size, n)`` solutions and the new emitter state."""
 
     def tell(
-        self,
-        key: jax.Array,
-        state: Any,
-        archive,
-        archive_state,
-        solutions: jax.Array,
-        objectives: jax.Array,
-        measures: jax.Array,
-        info,
-        transitions=None,
+        self, key: jax.Array, state: Any, archive, archive_state, batch: EvaluatedBatch
     ) -> Any:
-        """Learn from this emitter's evaluated ``solutions`` ``(batch_size, n)``, their
-        ``objectives`` ``(batch_size,)``, ``measures`` ``(batch_size, m)`` and the archive's
-        ``info`` for them (status, value). ``archive_state`` is the archive after insertion.
-        ``transitions`` (only for emitters that :attr:`needs_transitions`) are the whole
-        batch's, every emitter group's. Emitters that do not learn keep their state."""
-        del key, archive, archive_state, solutions, objectives, measures, info, transitions
+        """Learn from this emitter's evaluated ``batch`` (:class:`EvaluatedBatch` of
+        ``batch_size`` rows, with the archive's ``add_info``; ``transitions`` only for
+        emitters that :attr:`needs_transitions`). ``archive_state`` is the archive after
+        insertion. Emitters that do not learn keep their state."""
+        del key, archive, archive_state, batch
         return state
 
 
@@ -81,18 +108,11 @@ class PrePhaseEmitter(Emitter):
 
     @abc.abstractmethod
     def tell_grad(
-        self,
-        key: jax.Array,
-        state: Any,
-        archive,
-        archive_state,
-        solutions: jax.Array,
-        objectives: jax.Array,
-        measures: jax.Array,
-        transitions=None,
+        self, key: jax.Array, state: Any, archive, archive_state, batch: EvaluatedBatch
     ) -> tuple[Any, jax.Array]:
-        """Pre-phase results (``(grad_batch_size, ...)`` arrays; ``transitions`` only when
-        :attr:`needs_transitions`). Returns the new state and a ``(grad_batch_size,)`` bool
+        """Pre-phase results: an :class:`EvaluatedBatch` of ``grad_batch_size`` rows, without
+        ``add_info`` (not inserted yet), with ``transitions`` only when
+        :attr:`needs_transitions`. Returns the new state and a ``(grad_batch_size,)`` bool
         mask of the rows to insert into the archive before the main ``ask``."""
 
 

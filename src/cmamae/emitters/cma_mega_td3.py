@@ -27,7 +27,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from cmamae import validate
 from cmamae._pytree import pytree_dataclass
+from cmamae.emitters.base import EvaluatedBatch
 from cmamae.emitters.gradient_arborescence import GradientArborescenceEmitter
 from cmamae.emitters.gradients import ESGradient, GradientSource, NoiseState
 from cmamae.rl import TD3, BufferState, TD3State
@@ -68,9 +70,7 @@ class TD3ESGradient(GradientSource):
         if not isinstance(self.es, ESGradient):
             raise ValueError(f"es must be an ESGradient, got {type(self.es).__name__}")
         for name in ("gradient_states", "critic_steps", "buffer_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            validate.integer(name, getattr(self, name))
 
     @property
     def num_samples(self) -> int:
@@ -95,11 +95,11 @@ class TD3ESGradient(GradientSource):
         samples, es = self.es.ask(key, state.es, thetas)
         return samples, state.replace(es=es)
 
-    def jacobian(self, key, state, thetas, solutions, objectives, measures, transitions):
+    def jacobian(self, key, state, thetas, batch: EvaluatedBatch):
         """ES Jacobians with row 0 replaced by the critic's ∇f at each θ (computed before
         the pre-phase's transitions join the buffer)."""
         k_es, k_td3 = jax.random.split(key)
-        jac, es = self.es.jacobian(k_es, state.es, thetas, solutions, objectives, measures)
+        jac, es = self.es.jacobian(k_es, state.es, thetas, batch)
 
         def grad(k, theta):
             return self.td3.objective_gradient(
@@ -108,11 +108,11 @@ class TD3ESGradient(GradientSource):
 
         keys = jax.random.split(k_td3, thetas.shape[0])
         jac = jac.at[:, 0].set(jax.vmap(grad)(keys, thetas).astype(jac.dtype))
-        return jac, state.replace(es=es, buffer=self._store(state.buffer, transitions))
+        return jac, state.replace(es=es, buffer=self._store(state.buffer, batch.transitions))
 
-    def observe(self, key, state, solutions, objectives, measures, transitions):
+    def observe(self, key, state, batch: EvaluatedBatch):
         """Store the main batch's transitions and train TD3 for ``critic_steps`` steps."""
-        buffer = self._store(state.buffer, transitions)
+        buffer = self._store(state.buffer, batch.transitions)
         td3, _ = self.td3.train(key, state.td3, self.buffer, buffer, self.critic_steps)
         return state.replace(td3=td3, buffer=buffer)
 
@@ -154,24 +154,16 @@ class TD3ArborescenceEmitter(GradientArborescenceEmitter):
             solutions = jnp.concatenate([solutions, greedy[None]])
         return solutions, state
 
-    def tell_grad(
-        self, key, state, archive, archive_state, solutions, objectives, measures, transitions=None
-    ):
+    def tell_grad(self, key, state, archive, archive_state, batch: EvaluatedBatch):
+        """The arborescence's pre-phase on the θ and sample rows; the greedy actor's row is
+        inserted and its transitions stored."""
         n = self._base_grad_batch
-        head = lambda tree: None if tree is None else jax.tree_util.tree_map(lambda a: a[:n], tree)
         state, insert = super().tell_grad(
-            key,
-            state,
-            archive,
-            archive_state,
-            solutions[:n],
-            objectives[:n],
-            measures[:n],
-            head(transitions),
+            key, state, archive, archive_state, batch.rows(slice(None, n))
         )
         insert = insert[:n]
         if self.greedy:
-            tail = jax.tree_util.tree_map(lambda a: a[n:], transitions)
+            tail = batch.rows(slice(n, None)).transitions
             source = state.source.replace(buffer=self.source._store(state.source.buffer, tail))
             state = state.replace(source=source)
             insert = jnp.concatenate([insert, jnp.ones((1,), bool)])

@@ -37,8 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmamae import validate
 from cmamae._pytree import pytree_dataclass
-from cmamae.emitters.base import Emitter, sample_parents
+from cmamae.emitters.base import Emitter, EvaluatedBatch, sample_parents
 from cmamae.emitters.rankers import check_ranker, ranking_fitness
 from cmamae.es.base import EvolutionStrategy
 
@@ -193,18 +194,14 @@ class EvolutionStrategyEmitter(Emitter):
     def __post_init__(self):
         if not isinstance(self.strategy, EvolutionStrategy):
             raise ValueError(f"strategy must be a cmamae.es strategy, got {self.strategy!r}")
-        if not isinstance(self.num_emitters, int) or self.num_emitters < 1:
-            raise ValueError(f"num_emitters must be an integer >= 1, got {self.num_emitters!r}")
+        validate.integer("num_emitters", self.num_emitters)
         check_ranker(self.ranker)
         if not (self.restart_every or self.restart_rule in RESTART_RULES):
             raise ValueError(
                 f"restart_rule must be one of {RESTART_RULES} or an integer >= 1, "
                 f"got {self.restart_rule!r}"
             )
-        if self.selection_rule not in SELECTION_RULES:
-            raise ValueError(
-                f"selection_rule must be one of {SELECTION_RULES}, got {self.selection_rule!r}"
-            )
+        validate.one_of("selection_rule", self.selection_rule, SELECTION_RULES)
         if self.selection_rule == "filter" and not self.strategy.weighted_recombination:
             raise ValueError(
                 f"selection_rule 'filter' needs a strategy that recombines selected parents "
@@ -212,8 +209,7 @@ class EvolutionStrategyEmitter(Emitter):
                 "solutions by centered rank, so there is nothing to filter (pyribs accepts the "
                 "setting for its OpenAI-ES and ignores it); use selection_rule='mu'"
             )
-        if self.batching not in BATCHING_MODES:
-            raise ValueError(f"batching must be one of {BATCHING_MODES}, got {self.batching!r}")
+        validate.one_of("batching", self.batching, BATCHING_MODES)
 
     @property
     def batch_size(self) -> int:
@@ -256,12 +252,14 @@ class EvolutionStrategyEmitter(Emitter):
         x, es = batched(self.strategy.ask, mode, into=state.solutions)(keys, state.es)
         return x, state.replace(es=es, solutions=x)
 
-    def tell(self, key, state, archive, archive_state, solutions, objectives, measures, info):
+    def tell(self, key, state, archive, archive_state, batch: EvaluatedBatch):
         """Rank, tell each ES (its parents chosen by ``selection_rule``), and restart the
         emitters whose ES converged or whose ``restart_rule`` fired."""
         psi, lam = self.num_emitters, self.strategy.popsize
-        valid = jnp.isfinite(objectives) & jnp.all(jnp.isfinite(measures), axis=-1)
-        fitness = ranking_fitness(self.ranker, objectives, info.status, info.value, valid)
+        solutions, info = batch.solutions, batch.add_info
+        fitness = ranking_fitness(
+            self.ranker, batch.objectives, info.status, info.value, batch.valid
+        )
         mode = self.resolved_batching(solutions.shape[1])
         # pyribs' new_sols: how many of each emitter's solutions the archive accepted.
         accepted = jnp.sum(info.status.reshape(psi, lam) > 0, axis=1, dtype=jnp.int32)

@@ -10,32 +10,25 @@ import dataclasses
 
 import jax
 
+from cmamae import validate
 from cmamae._pytree import pytree_dataclass
 from cmamae.emitters.base import Emitter, sample_parents
-from cmamae.es import _common
+from cmamae.es.noise import check_noise, init_noise, standard_normal
 
 
 @pytree_dataclass
 class MutationEmitterState:
-    """``x0`` ``(n,)`` and the noise generator (:mod:`cmamae.es._common`)."""
+    """``x0`` ``(n,)`` and the noise generator (:mod:`cmamae.es.noise`)."""
 
     x0: jax.Array
     noise: jax.Array
 
 
-def _check_batch(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"num_solutions must be an integer >= 1, got {batch_size!r}")
-    return batch_size
-
-
 @dataclasses.dataclass(frozen=True)
 class _MutationEmitter(Emitter):
     def init(self, key, x0) -> MutationEmitterState:
-        x0 = _common.check_x0(x0)
-        return MutationEmitterState(
-            x0=x0, noise=_common.init_noise(key, self.noise, x0.shape[0], x0.dtype)
-        )
+        x0 = validate.vector("x0", x0)
+        return MutationEmitterState(x0=x0, noise=init_noise(key, self.noise, x0.shape[0], x0.dtype))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +38,7 @@ class GaussianEmitter(_MutationEmitter):
     Attributes:
         sigma: σ, the same for every coordinate.
         num_solutions: solutions per ``ask`` (the batch size).
-        noise: "table" or "normal", the Gaussian generator (:mod:`cmamae.es._common`).
+        noise: "table" or "normal", the Gaussian generator (:mod:`cmamae.es.noise`).
     """
 
     sigma: float = 0.02
@@ -53,9 +46,9 @@ class GaussianEmitter(_MutationEmitter):
     noise: str = "table"
 
     def __post_init__(self):
-        _common.check_positive("sigma", self.sigma)
-        _check_batch(self.num_solutions)
-        _common.check_noise(self.noise)
+        validate.positive("sigma", self.sigma)
+        validate.integer("num_solutions", self.num_solutions)
+        check_noise(self.noise)
 
     @property
     def batch_size(self) -> int:
@@ -64,7 +57,7 @@ class GaussianEmitter(_MutationEmitter):
     def ask(self, key, state, archive, archive_state):
         k_parent, k_noise = jax.random.split(key)
         parents = sample_parents(k_parent, archive, archive_state, state.x0, self.num_solutions)
-        z = _common.standard_normal(k_noise, state.noise, parents.shape, parents.dtype)
+        z = standard_normal(k_noise, state.noise, parents.shape, parents.dtype)
         return parents + self.sigma * z, state
 
 
@@ -86,11 +79,10 @@ class IsoLineEmitter(_MutationEmitter):
     noise: str = "table"
 
     def __post_init__(self):
-        _common.check_positive("iso_sigma", self.iso_sigma)
-        if not self.line_sigma >= 0:
-            raise ValueError(f"line_sigma must be >= 0, got {self.line_sigma!r}")
-        _check_batch(self.num_solutions)
-        _common.check_noise(self.noise)
+        validate.positive("iso_sigma", self.iso_sigma)
+        validate.non_negative("line_sigma", self.line_sigma)
+        validate.integer("num_solutions", self.num_solutions)
+        check_noise(self.noise)
 
     @property
     def batch_size(self) -> int:
@@ -101,6 +93,6 @@ class IsoLineEmitter(_MutationEmitter):
         m = self.num_solutions
         parents = sample_parents(k_parent, archive, archive_state, state.x0, 2 * m)
         elites, directions = parents[:m], parents[m:] - parents[:m]
-        iso = _common.standard_normal(k_iso, state.noise, elites.shape, elites.dtype)
+        iso = standard_normal(k_iso, state.noise, elites.shape, elites.dtype)
         line = jax.random.normal(k_line, (m, 1), elites.dtype)
         return elites + self.iso_sigma * iso + self.line_sigma * line * directions, state

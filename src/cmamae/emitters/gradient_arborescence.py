@@ -38,12 +38,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cmamae import validate
 from cmamae._pytree import pytree_dataclass
-from cmamae.emitters.base import PrePhaseEmitter, sample_parents
+from cmamae.emitters.base import EvaluatedBatch, PrePhaseEmitter, sample_parents
 from cmamae.emitters.gradients import GradientSource
-from cmamae.emitters.rankers import check_ranker, ranking_fitness
-from cmamae.es import _common
+from cmamae.emitters.rankers import ranking_fitness
 from cmamae.es.base import EvolutionStrategy
+from cmamae.es.ranking import rank_order
 
 OPTIMIZERS = ("gradient_ascent", "adam")
 RESTART_RULES = ("basic", "no_improvement")
@@ -117,27 +118,15 @@ class GradientArborescenceEmitter(PrePhaseEmitter):
             raise ValueError(f"source must be a GradientSource, got {self.source!r}")
         if not isinstance(self.strategy, EvolutionStrategy):
             raise ValueError(f"strategy must be a cmamae.es strategy, got {self.strategy!r}")
-        if isinstance(self.num_emitters, bool) or not isinstance(self.num_emitters, int):
-            raise ValueError(f"num_emitters must be an integer >= 1, got {self.num_emitters!r}")
-        if self.num_emitters < 1:
-            raise ValueError(f"num_emitters must be an integer >= 1, got {self.num_emitters!r}")
-        if isinstance(self.measure_dim, bool) or not isinstance(self.measure_dim, int):
-            raise ValueError(f"measure_dim must be an integer >= 1, got {self.measure_dim!r}")
-        if self.measure_dim < 1:
-            raise ValueError(f"measure_dim must be an integer >= 1, got {self.measure_dim!r}")
+        validate.integer("num_emitters", self.num_emitters)
+        validate.integer("measure_dim", self.measure_dim)
         if self.strategy.popsize < 2:
             raise ValueError(f"strategy.popsize must be >= 2, got {self.strategy.popsize}")
-        check_ranker(self.ranker)
-        if self.ranker == "obj":
-            raise ValueError("ranker must be '2imp' or 'imp' for CMA-MEGA, got 'obj'")
-        if self.restart_rule not in RESTART_RULES:
-            raise ValueError(
-                f"restart_rule must be one of {RESTART_RULES}, got {self.restart_rule!r}"
-            )
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        _common.check_positive("learning_rate", self.learning_rate)
-        _common.check_positive("epsilon", self.epsilon)
+        validate.one_of("ranker", self.ranker, ("2imp", "imp"))
+        validate.one_of("restart_rule", self.restart_rule, RESTART_RULES)
+        validate.one_of("optimizer", self.optimizer, OPTIMIZERS)
+        validate.positive("learning_rate", self.learning_rate)
+        validate.positive("epsilon", self.epsilon)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -167,7 +156,7 @@ class GradientArborescenceEmitter(PrePhaseEmitter):
         return opt, es
 
     def init(self, key, x0) -> ArborescenceState:
-        x0 = _common.check_x0(x0)
+        x0 = validate.vector("x0", x0)
         psi, n, k = self.num_emitters, x0.shape[0], 1 + self.measure_dim
         k_fresh, k_source = jax.random.split(key)
         thetas = jnp.broadcast_to(x0, (psi, n)) + jnp.zeros((psi, n), x0.dtype)
@@ -190,13 +179,9 @@ class GradientArborescenceEmitter(PrePhaseEmitter):
         solutions = jnp.concatenate([state.theta, samples.astype(state.theta.dtype)])
         return solutions, state.replace(source=source)
 
-    def tell_grad(
-        self, key, state, archive, archive_state, solutions, objectives, measures, transitions=None
-    ):
+    def tell_grad(self, key, state, archive, archive_state, batch: EvaluatedBatch):
         """Store the (normalized) Jacobians at θ; insert θ only."""
-        jac, source = self.source.jacobian(
-            key, state.source, state.theta, solutions, objectives, measures, transitions
-        )
+        jac, source = self.source.jacobian(key, state.source, state.theta, batch)
         jac = jac.astype(state.theta.dtype)
         if self.normalize:
             jac = jac / (jnp.linalg.norm(jac, axis=2, keepdims=True) + self.epsilon)
@@ -211,21 +196,14 @@ class GradientArborescenceEmitter(PrePhaseEmitter):
         x = branch(state.theta, state.jacobian, coeffs.astype(state.theta.dtype))
         return x, state.replace(es=es, coefficients=coeffs)
 
-    def tell(
-        self,
-        key,
-        state,
-        archive,
-        archive_state,
-        solutions,
-        objectives,
-        measures,
-        info,
-        transitions=None,
-    ):
+    def tell(self, key, state, archive, archive_state, batch: EvaluatedBatch):
+        """Tell the coefficient ES the branches' ranking, step θ towards the best branches,
+        let the gradient source learn from the batch, and restart as ``restart_rule`` says."""
         psi, lam = self.num_emitters, self.strategy.popsize
-        valid = jnp.isfinite(objectives) & jnp.all(jnp.isfinite(measures), axis=-1)
-        fitness = ranking_fitness(self.ranker, objectives, info.status, info.value, valid)
+        solutions, info = batch.solutions, batch.add_info
+        fitness = ranking_fitness(
+            self.ranker, batch.objectives, info.status, info.value, batch.valid
+        )
         fitness = fitness.reshape(psi, lam)
         es = jax.vmap(self.strategy.tell)(state.es, state.coefficients, fitness)
         theta, opt = jax.vmap(self._step)(
@@ -242,9 +220,7 @@ class GradientArborescenceEmitter(PrePhaseEmitter):
         def pick(new, old):
             return jnp.where(restart.reshape((psi,) + (1,) * (old.ndim - 1)), new, old)
 
-        source = self.source.observe(
-            k_source, state.source, solutions, objectives, measures, transitions
-        )
+        source = self.source.observe(k_source, state.source, batch)
         return state.replace(
             theta=pick(x0s, theta),
             opt=jax.tree_util.tree_map(pick, fresh_opt, opt),
@@ -270,7 +246,7 @@ def theta_step(optimizer, theta, opt_state, branches, fitness):
     highest first, NaN last; weights :func:`parent_weights`). Returns ``(θ, opt_state)``."""
     lam = branches.shape[0]
     w = jnp.asarray(parent_weights(lam), theta.dtype)
-    order = _common.rank_order(fitness)[: w.shape[0]]
+    order = rank_order(fitness)[: w.shape[0]]
     step = w @ branches[order] - theta
     updates, opt_state = optimizer.update(-step, opt_state, theta)
     return optax.apply_updates(theta, updates).astype(theta.dtype), opt_state

@@ -14,13 +14,10 @@ Gaussian-smoothed function, a scale that gradient normalization (CMA-MEGA) and A
 ME-ES (Colas et al.'s code, ``divide_gradient_by_noise_std=False``) uses σ ∇̂.
 ε_j is recovered from the samples as (x_j − x_{j+h}) / (2σ), so nothing of size N × n is
 kept between the pre-phase's ask and its results. Noise comes from
-:func:`cmamae.es._common.standard_normal` (a noise table or ``jax.random.normal``).
+:func:`cmamae.es.noise.standard_normal` (a noise table or ``jax.random.normal``).
 
-Centered ranks (``centered_ranks``): rank 0 for the lowest value up to N − 1 for the highest,
-divided by N − 1, minus 0.5. Ties get the mean of their ranks (the references use an
-arbitrary order for ties): a batch of equal values, e.g. 20-step episodes whose foot-contact
-measures all read 0, then gives a zero gradient instead of a random direction. NaN ranks
-lowest.
+Centered ranks: :func:`cmamae.es.ranking.centered_ranks`, the one transform OpenAI-ES uses
+too (distinct ranks as the references give them, ties not averaged; NaN lowest).
 
 Gradient-source interface (:class:`GradientSource`; the arborescence emitter takes any):
 static settings in a frozen dataclass, state in a pytree, all methods pure.
@@ -31,15 +28,14 @@ static settings in a frozen dataclass, state in a pytree, all methods pure.
 * ``init(key, x0) -> state``.
 * ``ask(key, state, thetas (ψ, n)) -> (samples (ψ num_samples, n), state)``: rows
   ``[i S, (i + 1) S)`` belong to instance i.
-* ``jacobian(key, state, thetas, solutions, objectives, measures, transitions)
-  -> (jacobians (ψ, 1 + m, n), state)``: the pre-phase block of the emitter group, i.e.
-  ``solutions (ψ (1 + S), n)`` = the ψ points θ first, then the ψ S samples in ``ask``'s
-  order; ``objectives (ψ (1 + S),)``, ``measures (ψ (1 + S), m)``, ``transitions`` with the
-  same leading rows (None unless ``needs_transitions``). Row 0 of each Jacobian is ∇f, rows
+* ``jacobian(key, state, thetas, batch) -> (jacobians (ψ, 1 + m, n), state)``: ``batch`` (an
+  :class:`~cmamae.emitters.base.EvaluatedBatch`) is the pre-phase block of the emitter group,
+  ψ (1 + S) rows: the ψ points θ first, then the ψ S samples in ``ask``'s order, with
+  ``transitions`` (None unless ``needs_transitions``). Row 0 of each Jacobian is ∇f, rows
   1..m are ∇m_1..∇m_m, all ascent directions.
-* ``observe(key, state, solutions, objectives, measures, transitions) -> state``: the main
-  batch's results (a learned critic trains here); ``transitions`` is the whole batch's (all
-  emitter groups) when ``needs_transitions``. The default keeps the state.
+* ``observe(key, state, batch) -> state``: the main batch's results (a learned critic trains
+  here); its ``transitions`` are the whole batch's (all emitter groups) when
+  ``needs_transitions``. The default keeps the state.
 
 A source combining estimators (e.g. measure gradients by ES and the objective gradient from a
 TD3 critic, CMA-MEGA (TD3, ES)) calls :meth:`ESGradient.jacobian` and replaces row 0.
@@ -55,18 +51,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from cmamae import validate
 from cmamae._pytree import pytree_dataclass
-from cmamae.es import _common
-
-
-def centered_ranks(values: jax.Array) -> jax.Array:
-    """Centered ranks in [−0.5, 0.5] along the last axis ``(..., N)``; ties share the mean
-    rank, NaN ranks lowest. Θ(N²) comparisons (N is a few hundred samples)."""
-    v = jnp.where(jnp.isnan(values), -jnp.inf, values)
-    below = jnp.sum(v[..., None, :] < v[..., :, None], axis=-1)
-    equal = jnp.sum(v[..., None, :] == v[..., :, None], axis=-1) - 1  # others tied with i
-    n = values.shape[-1]
-    return ((below + 0.5 * equal) / (n - 1) - 0.5).astype(values.dtype)
+from cmamae.emitters.base import EvaluatedBatch
+from cmamae.es.noise import check_noise, init_noise, standard_normal
+from cmamae.es.ranking import centered_ranks
 
 
 def mirrored_samples(
@@ -76,7 +65,7 @@ def mirrored_samples(
     instance i's at rows ``[i num, (i + 1) num)``, ``+σ ε_j`` then ``−σ ε_j``."""
     psi, n = thetas.shape
     h = num // 2
-    eps = _common.standard_normal(key, noise, (psi * h, n), thetas.dtype).reshape(psi, h, n)
+    eps = standard_normal(key, noise, (psi * h, n), thetas.dtype).reshape(psi, h, n)
     mirror = jnp.array([1, -1], thetas.dtype)[None, :, None, None]
     x = thetas[:, None, None, :] + sigma * (mirror * eps[:, None])
     return x.reshape(psi * num, n)
@@ -123,19 +112,20 @@ class GradientSource(abc.ABC):
         return jnp.zeros((0, thetas.shape[1]), thetas.dtype), state
 
     @abc.abstractmethod
-    def jacobian(self, key, state, thetas, solutions, objectives, measures, transitions):
-        """``(ψ, 1 + m, n)`` Jacobians at ``thetas`` and the new state."""
+    def jacobian(self, key, state, thetas, batch: EvaluatedBatch):
+        """``(ψ, 1 + m, n)`` Jacobians at ``thetas`` from the pre-phase ``batch`` and the new
+        state."""
 
-    def observe(self, key, state, solutions, objectives, measures, transitions):
-        """Learn from the main batch (default: nothing)."""
-        del key, solutions, objectives, measures, transitions
+    def observe(self, key, state, batch: EvaluatedBatch):
+        """Learn from the main ``batch`` (default: nothing)."""
+        del key, batch
         return state
 
 
-def _split_block(psi: int, objectives, measures):
+def _split_block(psi: int, batch: EvaluatedBatch):
     """Sample rows of a pre-phase block (θ rows first): ``(ψ, S)`` values, ``(ψ, S, m)``."""
-    f = objectives[psi:].reshape(psi, -1)
-    m = measures[psi:].reshape(psi, f.shape[1], -1)
+    f = batch.objectives[psi:].reshape(psi, -1)
+    m = batch.measures[psi:].reshape(psi, f.shape[1], -1)
     return f, m
 
 
@@ -147,7 +137,7 @@ class ESGradient(GradientSource):
         samples: N, even; 100 in CMA-MEGA (ES) (dqd-rl ``sample_batch_size``).
         sigma: σ of the samples; 0.02 in CMA-MEGA (ES) (dqd-rl ``sample_sigma``).
         rank_norm: centered ranks (True, dqd-rl ``sample_rank_norm``) or raw values.
-        noise: "table" or "normal" (:mod:`cmamae.es._common`).
+        noise: "table" or "normal" (:mod:`cmamae.es.noise`).
     """
 
     samples: int = 100
@@ -156,15 +146,11 @@ class ESGradient(GradientSource):
     noise: str = "table"
 
     def __post_init__(self):
-        if (
-            isinstance(self.samples, bool)
-            or not isinstance(self.samples, int)
-            or self.samples < 2
-            or self.samples % 2
-        ):
-            raise ValueError(f"samples must be an even integer >= 2, got {self.samples!r}")
-        _common.check_positive("sigma", self.sigma)
-        _common.check_noise(self.noise)
+        validate.integer("samples", self.samples, 2)
+        if self.samples % 2:
+            raise ValueError(f"samples must be even (mirrored pairs), got {self.samples!r}")
+        validate.positive("sigma", self.sigma)
+        check_noise(self.noise)
 
     @property
     def num_samples(self) -> int:
@@ -173,18 +159,19 @@ class ESGradient(GradientSource):
 
     def init(self, key, x0) -> NoiseState:
         x0 = jnp.asarray(x0)
-        return NoiseState(_common.init_noise(key, self.noise, x0.shape[0], x0.dtype))
+        return NoiseState(init_noise(key, self.noise, x0.shape[0], x0.dtype))
 
     def ask(self, key, state, thetas):
         return mirrored_samples(key, state.noise, thetas, self.samples, self.sigma), state
 
-    def jacobian(self, key, state, thetas, solutions, objectives, measures, transitions=None):
-        del key, transitions
+    def jacobian(self, key, state, thetas, batch: EvaluatedBatch):
+        """ES estimates from the mirrored samples' objectives and measures."""
+        del key
         psi, n = thetas.shape
-        f, m = _split_block(psi, objectives, measures)
+        f, m = _split_block(psi, batch)
         values = jnp.concatenate([f[:, None, :], jnp.moveaxis(m, 2, 1)], axis=1)  # (ψ, 1+m, S)
         util = centered_ranks(values) if self.rank_norm else values
-        samples = solutions[psi:].reshape(psi, self.samples, n)
+        samples = batch.solutions[psi:].reshape(psi, self.samples, n)
         return jax.vmap(lambda x, u: mirrored_gradient(x, u, self.sigma))(samples, util), state
 
 
@@ -211,8 +198,9 @@ class ExactGradient(GradientSource):
     def init(self, key, x0) -> EmptyState:
         return EmptyState()
 
-    def jacobian(self, key, state, thetas, solutions, objectives, measures, transitions=None):
-        del solutions, objectives, measures, transitions
+    def jacobian(self, key, state, thetas, batch: EvaluatedBatch):
+        """Reverse-mode Jacobians of ``evaluate`` at ``thetas`` (``batch`` is not used)."""
+        del batch
 
         def values(x):
             f, m = self.evaluate(x[None], key)

@@ -45,10 +45,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cmamae import validate
 from cmamae._pytree import pytree_dataclass
-from cmamae.emitters.base import PrePhaseEmitter
-from cmamae.emitters.gradients import centered_ranks, mirrored_gradient, mirrored_samples
-from cmamae.es import _common
+from cmamae.emitters.base import EvaluatedBatch, PrePhaseEmitter
+from cmamae.emitters.gradients import mirrored_gradient, mirrored_samples
+from cmamae.es.noise import check_noise, init_noise
+from cmamae.es.ranking import centered_ranks
 
 EXPLORE_UNIFORM = 0.1  # novelty_bias: share of the uniform component
 TOP_NOVEL = 5  # novelty_bias: the most novel cells that share the rest
@@ -69,7 +71,7 @@ class MEESState:
         novelty_measures: ``(C, m)`` the novelty archive (ring buffer).
         novelty_count: ``()`` int32 measures ever appended.
         last_cells: ``(ψ, 5)`` int32 the last cells each instance opened, newest last (−1 none).
-        noise: the noise generator (:mod:`cmamae.es._common`).
+        noise: the noise generator (:mod:`cmamae.es.noise`).
         x0: ``(n,)`` the initial point.
     """
 
@@ -153,16 +155,13 @@ class MEESEmitter(PrePhaseEmitter):
             "novelty_capacity",
             "max_candidates",
         ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+            validate.integer(name, getattr(self, name))
         if self.samples % 2:
             raise ValueError(f"samples must be even (mirrored pairs), got {self.samples}")
-        _common.check_positive("sigma", self.sigma)
-        _common.check_positive("learning_rate", self.learning_rate)
-        if not (isinstance(self.l2_coeff, (int, float)) and self.l2_coeff >= 0):
-            raise ValueError(f"l2_coeff must be a number >= 0, got {self.l2_coeff!r}")
-        _common.check_noise(self.noise)
+        validate.positive("sigma", self.sigma)
+        validate.positive("learning_rate", self.learning_rate)
+        validate.non_negative("l2_coeff", self.l2_coeff)
+        check_noise(self.noise)
 
     @property
     def batch_size(self) -> int:
@@ -176,7 +175,7 @@ class MEESEmitter(PrePhaseEmitter):
         return optax.adam(self.learning_rate)
 
     def init(self, key, x0) -> MEESState:
-        x0 = _common.check_x0(x0)
+        x0 = validate.vector("x0", x0)
         psi, n = self.num_emitters, x0.shape[0]
         thetas = jnp.broadcast_to(x0, (psi, n)) + jnp.zeros((psi, n), x0.dtype)
         return MEESState(
@@ -187,7 +186,7 @@ class MEESEmitter(PrePhaseEmitter):
             novelty_measures=jnp.zeros((self.novelty_capacity, self.measure_dim), x0.dtype),
             novelty_count=jnp.zeros((), jnp.int32),
             last_cells=jnp.full((psi, LAST_CELLS), -1, jnp.int32),
-            noise=_common.init_noise(key, self.noise, n, x0.dtype),
+            noise=init_noise(key, self.noise, n, x0.dtype),
             x0=x0,
         )
 
@@ -196,17 +195,15 @@ class MEESEmitter(PrePhaseEmitter):
         x = mirrored_samples(key, state.noise, state.theta, self.samples, self.sigma)
         return x, state
 
-    def tell_grad(
-        self, key, state, archive, archive_state, solutions, objectives, measures, transitions=None
-    ):
+    def tell_grad(self, key, state, archive, archive_state, batch: EvaluatedBatch):
         """The ES step on θ; nothing of the pre-phase is inserted."""
         psi, n = state.theta.shape
-        nov = novelty(measures, state.novelty_measures, state.novelty_count, self.k)
+        nov = novelty(batch.measures, state.novelty_measures, state.novelty_count, self.k)
         nov = nov.reshape(psi, -1)
-        f = objectives.reshape(psi, -1)
+        f = batch.objectives.reshape(psi, -1)
         fitness = jnp.where(state.explore[:, None], nov, f)
         util = centered_ranks(fitness)[:, None, :]  # (ψ, 1, N)
-        x = solutions.reshape(psi, self.samples, n)
+        x = batch.solutions.reshape(psi, self.samples, n)
         grad = jax.vmap(lambda xs, u: mirrored_gradient(xs, u, self.sigma)[0])(x, util)
         grad = grad * self.sigma  # Colas et al.: Σ (u⁺ − u⁻) ε / h, not divided by σ
 
@@ -223,19 +220,11 @@ class MEESEmitter(PrePhaseEmitter):
     def ask(self, key, state, archive=None, archive_state=None):
         return state.theta, state
 
-    def tell(
-        self,
-        key,
-        state,
-        archive,
-        archive_state,
-        solutions,
-        objectives,
-        measures,
-        info,
-        transitions=None,
-    ):
+    def tell(self, key, state, archive, archive_state, batch: EvaluatedBatch):
+        """Add the evaluated points' measures to the novelty archive, remember the cells they
+        opened, and move the instances whose ``steps_per_start`` ran out to new starts."""
         psi = self.num_emitters
+        measures, info = batch.measures, batch.add_info
         buffer = state.novelty_measures
         valid = jnp.all(jnp.isfinite(measures), axis=1)  # non-finite rows are not stored
         slots = (state.novelty_count + jnp.cumsum(valid) - 1) % self.novelty_capacity

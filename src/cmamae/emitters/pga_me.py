@@ -23,10 +23,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from cmamae import validate
 from cmamae._pytree import pytree_dataclass
-from cmamae.emitters.base import Emitter, sample_parents
+from cmamae.emitters.base import Emitter, EvaluatedBatch, sample_parents
 from cmamae.emitters.gaussian import IsoLineEmitter, MutationEmitterState
-from cmamae.es import _common
 from cmamae.rl import TD3, BufferState, TD3State
 
 
@@ -45,12 +45,6 @@ class PGAMEState:
     buffer: BufferState
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 @dataclasses.dataclass(frozen=True)
 class PGAMEEmitter(Emitter):
     """PGA-ME's variation (module docstring). Defaults: the PGA-ME paper's hyperparameters.
@@ -67,7 +61,7 @@ class PGAMEEmitter(Emitter):
         buffer_size: replay capacity in transitions (1,000,000).
         greedy: evaluate and insert the greedy actor every iteration (True).
         sigma0: σ of the first iteration's Gaussian policy-gradient half (0.02).
-        noise: "table" or "normal", the iso+line operator's noise (:mod:`cmamae.es._common`).
+        noise: "table" or "normal", the iso+line operator's noise (:mod:`cmamae.es.noise`).
     """
 
     td3: TD3
@@ -87,13 +81,13 @@ class PGAMEEmitter(Emitter):
     def __post_init__(self):
         if not isinstance(self.td3, TD3):
             raise ValueError(f"td3 must be a cmamae.rl.TD3, got {type(self.td3).__name__}")
-        _check_int("num_solutions", self.num_solutions, 2)
-        if not 0 <= self.proportion_ga <= 1:
+        validate.integer("num_solutions", self.num_solutions, 2)
+        if not 0 <= validate.number("proportion_ga", self.proportion_ga) <= 1:
             raise ValueError(f"proportion_ga must be in [0, 1], got {self.proportion_ga!r}")
         for name in ("pg_steps", "pg_batch_size", "critic_steps", "buffer_size"):
-            _check_int(name, getattr(self, name), 1)
-        _common.check_positive("pg_lr", self.pg_lr)
-        _common.check_positive("sigma0", self.sigma0)
+            validate.integer(name, getattr(self, name))
+        validate.positive("pg_lr", self.pg_lr)
+        validate.positive("sigma0", self.sigma0)
         if self.num_pg < int(self.greedy):
             raise ValueError(
                 f"proportion_ga={self.proportion_ga} leaves no room in a batch of "
@@ -137,7 +131,7 @@ class PGAMEEmitter(Emitter):
         return self.td3.replay_buffer(self.buffer_size)
 
     def init(self, key, x0) -> PGAMEState:
-        x0 = _common.check_x0(x0)
+        x0 = validate.vector("x0", x0)
         if x0.shape[0] != self.td3.policy.num_params:
             raise ValueError(
                 f"x0 must have shape ({self.td3.policy.num_params},) for the policy "
@@ -193,19 +187,10 @@ class PGAMEEmitter(Emitter):
             offspring = jnp.concatenate([greedy[None], offspring])
         return offspring
 
-    def tell(
-        self,
-        key,
-        state,
-        archive,
-        archive_state,
-        solutions,
-        objectives,
-        measures,
-        info,
-        transitions=None,
-    ):
-        """Store the batch's valid transitions and train TD3 for ``critic_steps`` steps."""
+    def tell(self, key, state, archive, archive_state, batch: EvaluatedBatch):
+        """Store the batch's valid transitions (the whole iteration's) and train TD3 for
+        ``critic_steps`` steps."""
+        transitions = batch.transitions
         if transitions is None:
             raise ValueError(
                 "transitions must be given: PGA-ME trains its critic on the rollouts' "

@@ -18,13 +18,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from cmamae import validate
+
 RANKERS = ("imp", "2imp", "obj")
 
 
 def check_ranker(ranker: str) -> str:
-    if ranker not in RANKERS:
-        raise ValueError(f"ranker must be one of {RANKERS}, got {ranker!r}")
-    return ranker
+    """``ranker`` when it is one of :data:`RANKERS`; else ValueError."""
+    return validate.one_of("ranker", ranker, RANKERS)
 
 
 def ranking_fitness(

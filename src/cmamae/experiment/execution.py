@@ -9,17 +9,16 @@ not what, so they are not part of ``config.json`` and do not change results) for
 ``metrics`` is a dict of NumPy arrays ``(seeds, length)`` (the result archive's stats and the
 evaluations so far), in either mode.
 
-The host mode (:class:`HostAdvance`) reproduces the compiled loop's random stream exactly:
-iteration ``i`` of a seed uses ``fold_in(run_key, i)`` split into ask, evaluate and tell keys
-as :meth:`cmamae.scheduler.Scheduler.step` does, so a JAX task run through it gives the
-compiled loop's numbers (the tests check this).
+The host mode (:class:`HostAdvance`) is the host driver of :class:`cmamae.AskTell` over all
+seeds at once (:func:`cmamae.scheduler.host_ask`, :func:`cmamae.scheduler.host_tell`), with
+the compiled loop's key chain, so a JAX task run through it gives the compiled loop's numbers
+(the tests check this).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import time
 
 import jax
@@ -30,7 +29,7 @@ from cmamae import sharding
 from cmamae.experiment import distributed
 from cmamae.experiment.config import ConfigError
 from cmamae.loop import calls_host_threads, run_chunk
-from cmamae.scheduler import iteration_key, phase_keys
+from cmamae.scheduler import check_host_scheduler, host_ask, host_tell
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +59,7 @@ class Execution:
                     "after jax.distributed.initialize() use cmamae.run(..., devices='all')"
                 )
             if task.host_evaluated:
-                _check_host_scheduler(scheduler)
+                check_host_scheduler(scheduler)
                 if self.devices is not None:
                     raise ConfigError(
                         f"devices shards the compiled loop; task {task.name!r} is evaluated on "
@@ -158,7 +157,7 @@ class HostAdvance:
     (seeds, batch), measures (seeds, batch, m))``), one jitted tell for all seeds."""
 
     def __init__(self, scheduler, run_keys, evaluate_seeds):
-        _check_host_scheduler(scheduler)
+        check_host_scheduler(scheduler)
         self.scheduler, self.run_keys, self.evaluate_seeds = scheduler, run_keys, evaluate_seeds
         self._failed = 0
 
@@ -174,14 +173,12 @@ class HostAdvance:
     def __call__(self, states, length: int):
         rows = []
         for _ in range(length):
-            solutions, eval_keys, tell_keys, states = _ask_all(
-                self.scheduler, self.run_keys, states
-            )
+            solutions, eval_keys, states = host_ask(self.scheduler, self.run_keys, states)
             objectives, measures = self.evaluate_seeds(np.asarray(solutions), eval_keys)
             dtype = solutions.dtype
-            states, metrics = _tell_all(
+            states, _, metrics = host_tell(
                 self.scheduler,
-                tell_keys,
+                self.run_keys,
                 states,
                 solutions,
                 jnp.asarray(objectives, dtype),
@@ -190,52 +187,3 @@ class HostAdvance:
             rows.append(metrics)
         # stacked on the device, then one copy per metric to the host
         return states, jax.tree_util.tree_map(lambda *r: np.asarray(jnp.stack(r, axis=1)), *rows)
-
-
-def _check_host_scheduler(scheduler) -> None:
-    if scheduler.grad_batch_size > 0 or scheduler.needs_transitions:
-        raise ConfigError(
-            "host-evaluated tasks run one ask/tell per iteration; algorithms with a gradient "
-            "pre-phase or that learn from transitions need a JAX task"
-        )
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _ask_all(scheduler, run_keys, states):
-    """Every seed's ask with the compiled loop's keys: ``(solutions (seeds, batch, n),
-    eval_keys, tell_keys, states)``."""
-
-    def one(run_key, state):
-        k_ask, k_eval, k_tell = phase_keys(iteration_key(run_key, state))
-        solutions, state = scheduler.ask(k_ask, state)
-        return solutions, k_eval, k_tell, state
-
-    return _over_seeds(one)(run_keys, states)
-
-
-def _over_seeds(one):
-    """``one`` over the leading seed axis of its arguments as the compiled loop does it
-    (:func:`cmamae.loop.run_chunk`): one seed without the ``vmap`` (its numbers can differ in
-    rounding from a size-1 ``vmap``'s), several under it."""
-
-    def over(*args):
-        if args[0].shape[0] != 1:
-            return jax.vmap(one)(*args)
-        out = one(*jax.tree_util.tree_map(lambda a: a[0], args))
-        return jax.tree_util.tree_map(lambda a: a[None], out)
-
-    return over
-
-
-@functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(2,))
-def _tell_all(scheduler, tell_keys, states, solutions, objectives, measures):
-    """Every seed's tell and the metrics the compiled loop records after an iteration."""
-
-    def one(key, state, x, f, m):
-        state, _ = scheduler.tell(key, state, x, f, m)
-        stats = scheduler.stats(state)
-        metrics = {fld.name: getattr(stats, fld.name) for fld in dataclasses.fields(stats)}
-        metrics["evaluations"] = state.evaluations
-        return state, metrics
-
-    return _over_seeds(one)(tell_keys, states, solutions, objectives, measures)
