@@ -21,7 +21,7 @@ import pytest
 
 from cmamae import _mujoco_gl, algorithms, compile_cache, rowsparse, rundir, tasks
 from cmamae.cli import main
-from cmamae.es import _common
+from cmamae.es import noise as es_noise
 from cmamae.experiment import checkpoint, progress
 from cmamae.experiment.config import ResolvedRun, RunConfig
 
@@ -34,7 +34,7 @@ SMALL = [
     "--evals", str(ITERATIONS * BATCH), "--checkpoint-every", "10", "--log-every", "1",
     "--quiet", "--no-plots",
 ]  # fmt: skip
-TABLE_BYTES = 2 * 3 * _common.noise_table_size(10) * 4  # seeds x emitters x table, float32
+TABLE_BYTES = 2 * 3 * es_noise.noise_table_size(10) * 4  # seeds x emitters x table, float32
 
 
 def _run_folder(args, root: Path, name: str) -> Path:
@@ -168,7 +168,7 @@ def test_lean_checkpoints_of_a_run(reference):
             specs = json.loads(str(data["header"]))["leaves"]
         # the noise tables of both seeds' emitters: one leaf, recorded by hash only
         assert [s["shape"] for s in specs if "initial" in s] == [
-            [2, 3, _common.noise_table_size(10)]
+            [2, 3, es_noise.noise_table_size(10)]
         ]
         assert path.stat().st_size < TABLE_BYTES / 20
 
@@ -332,11 +332,11 @@ def test_compile_cache_folder_rules(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- noise="auto"
 def test_noise_auto_rule_and_what_a_run_records(tmp_path):
-    assert _common.resolve_noise("auto", 20, 32) == "normal"
-    assert _common.resolve_noise("auto", 40, 1000) == "table"
-    assert _common.resolve_noise("table", 20, 32) == "table"
+    assert es_noise.resolve_noise("auto", 20, 32) == "normal"
+    assert es_noise.resolve_noise("auto", 40, 1000) == "table"
+    assert es_noise.resolve_noise("table", 20, 32) == "table"
     with pytest.raises(ValueError, match="noise"):
-        _common.resolve_noise("fast", 20, 32)
+        es_noise.resolve_noise("fast", 20, 32)
     arm = tasks.get("arm")
     assert algorithms.defaults("sep-cma-mae", arm)["noise"] == "auto"
     assert algorithms.get("sep-cma-mae", arm).config["noise"] == "normal"  # 36 x 100 numbers
