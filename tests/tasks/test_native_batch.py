@@ -23,6 +23,7 @@ pytest.importorskip("mujoco.batch", reason="the native backend needs mujoco >= 4
 
 from cmamae import cli, rundir, tasks  # noqa: E402
 from cmamae.experiment import RunConfig, checkpoint, resume, start  # noqa: E402
+from cmamae.experiment.execution import Execution  # noqa: E402
 from cmamae.tasks.locomotion import (  # noqa: E402
     ROBOTS,
     backend_of,
@@ -367,6 +368,32 @@ def test_runner_resumes_bitwise_after_sigkill(tmp_path):
     assert len(ref) == 2 * iterations and ref["coverage"].iloc[-1] > 0
     assert ref[cols].equals(cut[cols])
     _assert_same_archives(tmp_path / "ref", run, seeds=2)
+
+
+def test_the_runner_takes_the_host_path_with_the_compiled_loops_numbers():
+    """Native runs go through HostAdvance (programs without a host callback, which the
+    compile cache keeps); three iterations of two seeds equal the compiled loop's chunk."""
+    from cmamae import algorithms
+    from cmamae.experiment.execution import CompiledAdvance, HostAdvance, native_evaluate
+    from cmamae.loop import init_states, seed_keys
+
+    task = tasks.get("ant", **TINY)
+    scheduler = algorithms.get("sep-cma-mae", task, **TINY_SETTINGS).scheduler
+    init_keys, run_keys = seed_keys(jax.random.key(3), 2)
+    states = init_states(scheduler, task, init_keys)
+    with Execution().open(scheduler, task, run_keys, task.evaluate) as advance:
+        assert isinstance(advance, HostAdvance)
+        host_states, host_metrics = advance(states, 3)
+    compiled = CompiledAdvance(scheduler, task.evaluate, run_keys)
+    compiled.prepare(states, 3, progress=type("P", (), {"message": lambda self, m: None})())
+    loop_states, loop_metrics = compiled(init_states(scheduler, task, init_keys), 3)
+    for a, b in zip(jax.tree.leaves(host_states), jax.tree.leaves(loop_states)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for name in loop_metrics:
+        np.testing.assert_array_equal(host_metrics[name], loop_metrics[name])
+    # Schedulers the host driver cannot run (transitions, gradients) keep the compiled loop.
+    td3 = algorithms.get("pga-me", task).scheduler
+    assert native_evaluate(task, td3) is None
 
 
 def test_a_dask_run_of_batched_chunks_equals_the_local_native_run(tmp_path):

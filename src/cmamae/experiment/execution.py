@@ -1,5 +1,6 @@
 """Where a run's iterations execute: the compiled chunk (optionally sharded over devices), or
-host-side ask/tell with a Dask cluster evaluating a host task.
+host-side ask/tell with a Dask cluster evaluating a host task, or with the locomotion tasks'
+native backend evaluating on this machine's threads (:func:`native_evaluate`).
 
 The runner asks an :class:`Execution` (``--cluster``, ``--workers``, ``--devices``: how to run,
 not what, so they are not part of ``config.json`` and do not change results) for an *advance*:
@@ -91,6 +92,10 @@ class Execution:
     def open(self, scheduler, task, run_keys, evaluate):
         """The advance for this run (a context: a Dask client is closed on exit)."""
         self.validate(task, scheduler)
+        native = native_evaluate(task, scheduler)
+        if native is not None:
+            yield HostAdvance(scheduler, run_keys, native)
+            return
         if not task.host_evaluated:
             mesh = sharding.plan(self.devices, len(run_keys), scheduler)
             yield CompiledAdvance(scheduler, evaluate, sharding.place(run_keys, mesh), mesh)
@@ -135,6 +140,28 @@ class CompiledAdvance:
     def __call__(self, states, length: int):
         states, metrics = self._compiled[length](self.run_keys, states)
         return states, jax.tree_util.tree_map(np.asarray, metrics)
+
+
+def native_evaluate(task, scheduler):
+    """``evaluate_seeds`` for :class:`HostAdvance` when ``task`` runs on the locomotion tasks'
+    native backend and ``scheduler`` is a plain ask/tell one (None otherwise: the compiled
+    loop, with the episodes in a host callback).
+
+    Both paths give the same numbers (the host driver follows the compiled loop's key chain,
+    and :func:`~cmamae.tasks.locomotion.native_batch.evaluate_seeds` is the function the
+    callback calls) at the same speed per iteration (the episodes dominate), but only the
+    host path's programs (ask, tell) go to the persistent compilation cache, which keeps
+    nothing with a host callback: a second run or a resume starts without compiling."""
+    if not calls_host_threads(task) or scheduler.grad_batch_size or scheduler.needs_transitions:
+        return None
+    from cmamae.tasks.locomotion import native_batch
+
+    settings = dict(task.evaluate.kwargs)
+
+    def evaluate_seeds(solutions: np.ndarray, eval_keys) -> tuple[np.ndarray, np.ndarray]:
+        return native_batch.evaluate_seeds(solutions, eval_keys, **settings)
+
+    return evaluate_seeds
 
 
 def dask_evaluate(task, evaluator):
