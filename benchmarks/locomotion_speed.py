@@ -507,6 +507,7 @@ def mode_native(args, out):
                 projected_core_hours_paper_run=round(core_hours, 1),
             )
         )
+    record(_runner_paths(args, threads, e2e_length))
     one, most = min(args.threads), max(args.threads)
     summary = dict(
         native_floor_vs_mjx_floor=round(floors["adapted", most] / mjx_rate, 2),
@@ -515,6 +516,47 @@ def mode_native(args, out):
     )
     print(summary, flush=True)
     out["native"] = dict(batch=batch, episode_length=length, rows=rows, summary=summary)
+
+
+def _runner_paths(args, threads: int, length: int) -> dict:
+    """The runner's two ways to run a native task (cmamae.experiment.execution): host-side
+    ask/tell around native_batch.evaluate_seeds (what it uses) and the compiled loop with the
+    episodes in a host callback; sep-CMA-MAE, 1 seed, adapted ant, ``--iterations`` iterations
+    timed alternately, best of ``--repeats``; first call (compiles) apart."""
+    from cmamae.experiment.execution import CompiledAdvance, HostAdvance, native_evaluate
+    from cmamae.loop import init_states, seed_keys
+
+    task = tasks.get(args.task, episode_length=length, backend="native", threads=threads)
+    scheduler = algorithms.get("sep-cma-mae", task).scheduler
+    init_keys, run_keys = seed_keys(jax.random.key(0), 1)
+    host = HostAdvance(scheduler, run_keys, native_evaluate(task, scheduler))
+    compiled = CompiledAdvance(scheduler, task.evaluate, run_keys)
+    quiet = type("Quiet", (), {"message": lambda self, text: None})()
+    paths = {"host ask/tell": host, "compiled loop + callback": compiled}
+    states, first, best = {}, {}, {}
+    for name, advance in paths.items():
+        start = init_states(scheduler, task, init_keys)
+        t0 = time.perf_counter()
+        for chunk in (1, args.iterations):  # the compiled loop compiles a program per length
+            advance.prepare(start, chunk, quiet)
+        states[name], _ = advance(start, 1)
+        jax.block_until_ready(states[name])
+        first[name] = time.perf_counter() - t0
+    for _ in range(max(args.repeats, 1)):
+        for name, advance in paths.items():
+            t0 = time.perf_counter()
+            states[name], _ = advance(states[name], args.iterations)
+            jax.block_until_ready(states[name])
+            took = (time.perf_counter() - t0) / args.iterations
+            best[name] = min(best.get(name, took), took)
+    return dict(
+        what="runner paths, sep-CMA-MAE, 1 seed, s per iteration",
+        backend="native",
+        threads=threads,
+        episode_length=length,
+        **{f"{n} first_call_s": round(first[n], 2) for n in paths},
+        **{f"{n} s_per_iteration": round(best[n], 3) for n in paths},
+    )
 
 
 class _PhaseClock:

@@ -375,10 +375,11 @@ def _per_seed(one, seeded: bool):
     return over
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
+@functools.partial(jax.jit, static_argnums=(0, 3), donate_argnums=(2,))
 def host_ask(scheduler: Scheduler, run_keys, states, seeded: bool = True):
     """The ask of the iteration each state is at, host-driven with the compiled loop's keys
-    (module docstring): ``(solutions (seeds, batch, n), eval_keys (seeds,), states)``; with
+    (module docstring): ``(solutions (seeds, batch, n), eval_keys (seeds,), states)``, the
+    states donated (the archives pass through without a copy); with
     ``seeded=False`` one seed's unbatched ``run_key`` and state, and no seed axis. The
     evaluation key is the one the compiled loop would evaluate that batch with."""
 
