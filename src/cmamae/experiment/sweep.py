@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from cmamae import algorithms, rundir, tasks
 from cmamae.experiment import checkpoint, runner
 from cmamae.experiment.config import ConfigError, RunConfig, parse_value
@@ -357,6 +359,11 @@ def run_sweep(
                 return _interrupted(out, cells, log)
             record["finished"] = sorted(set(record["finished"]) | {cell.config.name})
             _write_record(out, record)
+            # Drop the run's compiled programs: XLA's CPU executables hold many memory
+            # mappings each, and a long sweep in one process would reach the kernel's limit
+            # (vm.max_map_count, 65,530) and crash; the next run that needs them reloads
+            # them from the persistent compilation cache.
+            jax.clear_caches()
         if stop.is_set():
             return _interrupted(out, cells, log)
     from cmamae.viz import report
