@@ -29,7 +29,7 @@ import optax
 
 from cmamae import validate
 from cmamae._pytree import pytree_dataclass
-from cmamae.rl.replay import Batch, BufferState, ReplayBuffer
+from cmamae.rl.replay_buffer import Batch, BufferState, ReplayBuffer
 from cmamae.tasks.policies import MLPPolicy
 
 
