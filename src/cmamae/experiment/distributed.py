@@ -4,7 +4,7 @@ A :class:`DaskEvaluator` sends a batch of solutions to Dask workers in chunks an
 objectives and measures in the batch's order. Each worker process keeps one simulator per
 task alive between chunks (:func:`cmamae.tasks.host.simulator_for`); a task that evaluates a
 whole chunk at once (``task.evaluate_chunk``: the ``*-native`` MuJoCo tasks, one batched
-simulation per solution, :mod:`cmamae.tasks.host_native`) gets its chunks that way. Every
+simulation per solution, :mod:`cmamae.tasks.locomotion.host_tasks`) gets its chunks that way. Every
 solution travels with its own episode argument (a reset seed or start state drawn from the
 run's key on the host), so the result does not depend on which worker evaluates what:
 

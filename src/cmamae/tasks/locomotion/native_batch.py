@@ -25,7 +25,7 @@ the measures equal the twin's, which reads MuJoCo's contact list, for every robo
 Two entry points:
 
 * :func:`run_episodes`: NumPy in, NumPy out (per-simulation start states); Dask workers
-  evaluate their chunks with it (:mod:`cmamae.tasks.host_native`);
+  evaluate their chunks with it (:mod:`cmamae.tasks.locomotion.host_tasks`);
 * :func:`evaluate` / :func:`evaluate_transitions`: the JAX task functions, one
   ``jax.pure_callback`` that hands the key's bits to the host, which draws the start state
   from it (:func:`~cmamae.tasks.locomotion.native.reset_state`: the MJX task's draw, by a
