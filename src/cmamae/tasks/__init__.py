@@ -8,9 +8,9 @@ QDGym on PyBullet ("qd-ant", ...) and the locomotion robots on native MuJoCo ("a
 """
 
 # Importing the task modules registers their tasks.
-from cmamae.tasks import benchmarks, locomotion, pendulum, qdgym  # noqa: F401
+from cmamae.tasks import functions, locomotion, pendulum, qdgym  # noqa: F401
 from cmamae.tasks.base import Bound, Task, Transitions, bind, get, names, register
-from cmamae.tasks.benchmarks import arm_task, plateau_task, rastrigin_task, sphere_task
+from cmamae.tasks.functions import arm_task, plateau_task, rastrigin_task, sphere_task
 from cmamae.tasks.locomotion import host_tasks  # noqa: F401  (the *-native host tasks)
 from cmamae.tasks.pendulum import pendulum_task
 from cmamae.tasks.policies import MLPPolicy

@@ -200,7 +200,7 @@ def render_generic(ctx: ReplayContext) -> dict[str, Path]:
 def render_linear_projection(ctx: ReplayContext) -> dict[str, Path]:
     """Linear-projection benchmarks: the solution with the ±5.12 box and the shifted optimum
     2.048 drawn, and the archive with the elite marked."""
-    from cmamae.tasks.benchmarks import BOUND, SHIFT
+    from cmamae.tasks.functions import BOUND, SHIFT
 
     fig, ax0, ax1 = _two_panels(ctx)
     _solution_panel(ax0, ctx.solution, "x_i")
@@ -214,7 +214,7 @@ def render_linear_projection(ctx: ReplayContext) -> dict[str, Path]:
 
 def arm_joints(theta: np.ndarray, link_lengths=None) -> np.ndarray:
     """Joint positions ``(n + 1, 2)`` of the planar arm from the angles ``(n,)`` (base at
-    the origin, the last row the end effector), as ``tasks.benchmarks.arm_measures``."""
+    the origin, the last row the end effector), as ``tasks.functions.arm_measures``."""
     cum = np.cumsum(np.asarray(theta, float))
     lengths = np.ones_like(cum) if link_lengths is None else np.asarray(link_lengths, float)
     steps = lengths[:, None] * np.stack([np.cos(cum), np.sin(cum)], axis=1)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from cmamae import tasks
-from cmamae.tasks import benchmarks
+from cmamae.tasks import functions
 
 SHIFT = 5.12 * 0.4
 
@@ -190,6 +190,6 @@ def test_arm_metadata():
 
 def test_module_functions_work_on_unbatched_vectors():
     x = jnp.full((100,), SHIFT)
-    assert float(benchmarks.sphere_objective(x)) == pytest.approx(100.0)
-    assert benchmarks.linear_projection_measures(x).shape == (2,)
-    assert benchmarks.arm_measures(jnp.zeros(5)).shape == (2,)
+    assert float(functions.sphere_objective(x)) == pytest.approx(100.0)
+    assert functions.linear_projection_measures(x).shape == (2,)
+    assert functions.arm_measures(jnp.zeros(5)).shape == (2,)
