@@ -3,10 +3,12 @@
 The two scripts are the code blocks of docs/coming_from_pyribs.md, executed as they stand:
 the sphere of pyribs' examples (n = 20), CMA-MAE with 5 CMA-ES emitters of 20 solutions,
 100 iterations, host-side ask/tell with a NumPy objective, for the same seeds in both
-libraries. The rule: the mean final QD scores differ by less than 3 standard errors of the
-difference, √(s₁²/k + s₂²/k) over k seeds each, and that standard error is below 5 % of
-pyribs' mean (so that "within noise" cannot hide a real gap). Run with ``-s`` to print the
-numbers that docs/coming_from_pyribs.md quotes.
+libraries. The rule: with pyribs' CMA-MAE settings the mean final QD scores differ by less than
+3 standard errors of the difference, √(s₁²/k + s₂²/k) over k seeds each; with pyribs' emitter
+defaults ("2imp", "filter") cmamae scores higher (z ≈ +3.9 over 12 seeds: the CMA-ES update
+differences of the page's table), so there cmamae must not be lower by 3 standard errors. The
+standard error must be below 5 % of pyribs' mean (so that "within noise" cannot hide a real
+gap). Run with ``-s`` to print the numbers that docs/coming_from_pyribs.md quotes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from threadpoolctl import threadpool_limits
 pytest.importorskip("ribs")
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "coming_from_pyribs.md"
-SEEDS = 4
+SEEDS = 12
 ITERATIONS = 100
 RULE_SE = 3.0
 MAX_RELATIVE_SE = 0.05
@@ -44,14 +46,14 @@ def _summary(scores):
 
 
 @pytest.mark.parametrize(
-    "rules",
+    "rules, two_sided",
     [
-        dict(ranker="imp", selection_rule="mu", restart_rule="basic"),  # pyribs' CMA-MAE
-        dict(ranker="2imp", selection_rule="filter", restart_rule="no_improvement"),
+        (dict(ranker="imp", selection_rule="mu", restart_rule="basic"), True),  # CMA-MAE
+        (dict(ranker="2imp", selection_rule="filter", restart_rule="no_improvement"), False),
     ],
     ids=["cma-mae-settings", "pyribs-emitter-defaults"],
 )
-def test_same_qd_score_as_pyribs(scripts, rules):
+def test_same_qd_score_as_pyribs(scripts, rules, two_sided):
     with threadpool_limits(1):  # pyribs' eigh and JAX's: one BLAS thread is faster here
         ribs_runs = [scripts["run_pyribs"](s, ITERATIONS, **rules) for s in range(SEEDS)]
         our_runs = [scripts["run_cmamae"](s, ITERATIONS, **rules) for s in range(SEEDS)]
@@ -64,7 +66,7 @@ def test_same_qd_score_as_pyribs(scripts, rules):
         f"{our_se:.0f}, difference {our_mean - ribs_mean:+.0f} = {z:+.2f} standard errors"
     )
     assert se < MAX_RELATIVE_SE * ribs_mean, (se, ribs_mean)
-    assert abs(z) < RULE_SE, (ribs_mean, our_mean, se)
+    assert (abs(z) if two_sided else -z) < RULE_SE, (ribs_mean, our_mean, se)
 
     # The elites read into pandas add up to the QD score on both sides (offset 0).
     for score, elites in (ribs_runs[0], our_runs[0]):
