@@ -44,6 +44,7 @@ iterations).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -100,7 +101,7 @@ def upgrade_settings(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Recipe:
+class Recipe(abc.ABC):
     """One algorithm's settings (the dataclass fields, published values as defaults) and how
     they build a scheduler. Subclasses set :attr:`name` and register with :data:`ALGORITHMS`.
 
@@ -170,12 +171,13 @@ class Recipe:
         )
         return Scheduler(archive=archive, emitters=(self._emitter(task),))
 
+    @abc.abstractmethod
     def _emitter(self, task):
-        raise NotImplementedError
+        """The recipe's emitter for ``task``."""
 
+    @abc.abstractmethod
     def _samples_per_draw(self) -> int:
         """Noise vectors one emitter instance draws at a time (what ``noise="auto"`` weighs)."""
-        raise NotImplementedError
 
 
 # ----------------------------------------------------------------------- evolution strategies
@@ -406,6 +408,9 @@ class CMAMEGA(Recipe):
         return GradientArborescenceEmitter(
             source=ExactGradient(task.evaluate), **self._arborescence(task)
         )
+
+    def _samples_per_draw(self) -> int:
+        return 0  # exact gradients: no noise is drawn
 
 
 @ALGORITHMS.register("cma-mega-es")
