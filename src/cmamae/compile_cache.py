@@ -19,14 +19,38 @@ the folder (``filelock``, a dependency) around every read and write. Without tha
 writes entries in place, unlocked, and another process reading an entry half written
 crashed (a segmentation fault in the executable's deserialization, seen with several cmamae
 processes at once), so the cache stays off where ``filelock`` cannot be imported.
+
+JAX's cache still traces and lowers every program before it can look it up (its key is a hash
+of the lowered module): 2-3 s of a second sphere or ant run's 4-6 s of compiling. The runner
+therefore also keeps whole executables (:func:`load_or_compile`, in the ``executables``
+subfolder), looked up *before* tracing under a key that names everything a program can depend
+on: the entry format, Python, the host CPU, every installed distribution's version, a hash of
+the cmamae package's files, the JAX backend and devices, JAX's settings and ``XLA_*``/``JAX_*``
+environment variables, the caller's context (a run's resolved configuration, only for
+registered cmamae tasks and algorithms), the program's static settings and its arguments'
+shapes, dtypes, shardings and tree structure. A process never reads a half-written entry
+(written to a temporary file, then renamed); an entry that does not load (damaged, checksum
+wrong, from another JAX) is compiled and written anew.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import json
 import os
+import pickle
+import platform
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
+import numpy as np
 
 ENV = "CMAMAE_COMPILE_CACHE"
 _OFF = ("off", "0", "false", "no", "none")
@@ -35,6 +59,15 @@ _OFF = ("off", "0", "false", "no", "none")
 MIN_COMPILE_S = 0.1
 #: the cache folder's size bound (bytes); least recently used entries go first
 MAX_BYTES = 2 << 30
+#: the bound of the whole-executable subfolder (bytes), on top of :data:`MAX_BYTES`
+MAX_EXECUTABLE_BYTES = 1 << 30
+EXECUTABLES = "executables"  # the subfolder of whole executables
+_FORMAT = 1  # of an executable entry; a new format gives new keys
+_MAGIC = b"cmamae-executable\n"
+
+#: what :func:`load_or_compile` did in this process: "loaded" (a hit), "compiled" (a miss or no
+#: cache), "written", "unusable" (an entry that did not load), "unserializable"
+stats: collections.Counter = collections.Counter()
 
 _ours: str | None = None  # the folder this module set, None when it set none
 _turned_off = False  # disable() was called: enable("default") does nothing from then on
@@ -140,3 +173,226 @@ def _set(folder: str | None) -> None:
     # JAX decides once per process, at the first compile, whether a cache is in use.
     compilation_cache.reset_cache()
     _ours = folder
+
+
+# ------------------------------------------------------------------------ whole executables
+# JAX settings that change where programs are cached or what is logged, not the programs.
+_NOT_PROGRAM_SETTINGS = ("cache", "log", "explain", "dump", "traceback", "pprint", "debug_log")
+
+
+def executables_dir() -> Path | None:
+    """The folder of whole executables: a subfolder of the cache folder :func:`enable` set
+    (None while it set none: off, or a JAX cache folder configured by the user)."""
+    return None if _ours is None else Path(_ours) / EXECUTABLES
+
+
+def load_or_compile(
+    name: str,
+    lower: Callable[[], jax.stages.Lowered],
+    args: tuple,
+    context: Mapping[str, Any] | None,
+    static: Any = None,
+) -> tuple[jax.stages.Compiled, bool]:
+    """The compiled program ``lower().compile()``, loaded from the executable cache when it
+    holds one with the same key, else compiled and stored. Returns ``(compiled, loaded)``.
+
+    ``args``: the arguments the program will be called with (a tuple of pytrees of arrays;
+    their shapes, dtypes, shardings and structure are part of the key). ``context``: a
+    JSON-able description that, with cmamae's source and the environment, fixes what
+    ``lower`` traces (e.g. a run's resolved configuration); None for programs that depend on
+    something the key cannot name (user-defined functions): then only JAX's own cache is
+    used. ``static``: the program's other static settings (JSON-able or with a stable
+    ``repr``), e.g. a chunk length."""
+    folder = executables_dir()
+    if folder is None or context is None:
+        stats["compiled"] += 1
+        return lower().compile(), False
+    key_text = _key_text(name, args, context, static)
+    path = folder / f"{name}-{hashlib.sha256(key_text.encode()).hexdigest()}.exe"
+    compiled = _read(path, key_text)
+    if compiled is not None:
+        stats["loaded"] += 1
+        return compiled, True
+    compiled = lower().compile()
+    stats["compiled"] += 1
+    _write(path, key_text, compiled)
+    return compiled, False
+
+
+def _key_text(name: str, args: tuple, context: Mapping[str, Any], static: Any) -> str:
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    avals = [
+        [
+            list(np.shape(a)),
+            str(a.dtype),
+            bool(getattr(a, "weak_type", False)),
+            repr(getattr(a, "sharding", None)),
+        ]
+        for a in leaves
+    ]
+    return json.dumps(
+        {
+            "format": _FORMAT,
+            "program": name,
+            "environment": _environment(),
+            "context": context,
+            "static": repr(static),
+            "tree": str(treedef),
+            "args": avals,
+        },
+        sort_keys=True,
+        default=repr,
+    )
+
+
+_environment_memo: dict[str, Any] = {}
+
+
+def _environment() -> dict[str, Any]:
+    """What every program of this process depends on besides its own inputs (computed once
+    per process, but JAX's settings each time: they may change)."""
+    if not _environment_memo:
+        _environment_memo.update(
+            python=sys.version,
+            machine=platform.machine(),
+            cpu=_cpu_description(),
+            distributions=_distributions(),
+            cmamae_files=_package_hash(),
+        )
+    devices = jax.devices()
+    settings = {
+        k: repr(v)
+        for k, v in jax.config.values.items()
+        if not any(word in k for word in _NOT_PROGRAM_SETTINGS)
+    }
+    env = {k: v for k, v in os.environ.items() if k.startswith(("XLA_", "JAX_", "LIBTPU"))}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    return {
+        **_environment_memo,
+        "backend": [jax.default_backend(), devices[0].client.platform_version],
+        "devices": [[d.id, d.platform, d.device_kind, d.process_index] for d in devices],
+        "process_count": jax.process_count(),
+        "jax_settings": settings,
+        "environment_variables": env,
+    }
+
+
+def _cpu_description() -> str:
+    """The host CPU's model and instruction-set flags (Linux), so that a cache folder shared
+    between machines never hands one machine code built for another's CPU."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    first = text.split("\n\n", 1)[0]
+    keep = ("vendor_id", "model name", "flags", "Features", "CPU implementer", "CPU part")
+    lines = [ln for ln in first.splitlines() if ln.split(":", 1)[0].strip() in keep]
+    return "\n".join(lines) or platform.processor()
+
+
+def _distributions() -> list[str]:
+    """Every installed distribution with its version, from the metadata folders' names on
+    ``sys.path`` (``jax-0.4.38.dist-info``; a listing per folder, milliseconds)."""
+    found = set()
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        found.update(n for n in names if n.endswith((".dist-info", ".egg-info")))
+    return sorted(found)
+
+
+def _package_hash() -> str:
+    """A hash of every file of the cmamae package (sources and data, not bytecode)."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_dir() or "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo"):
+            continue
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _read(path: Path, key_text: str) -> jax.stages.Compiled | None:
+    """The executable stored at ``path`` under ``key_text``; None when there is none or it
+    does not load (damaged, another key, another JAX): then it is written anew."""
+    from jax.experimental import serialize_executable
+
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        header = len(_MAGIC) + 32
+        if data[: len(_MAGIC)] != _MAGIC or hashlib.sha256(data[header:]).digest() != bytes(
+            data[len(_MAGIC) : header]
+        ):
+            raise ValueError("damaged (checksum)")
+        stored_key, serialized, in_tree, out_tree = pickle.loads(zlib.decompress(data[header:]))
+        if stored_key != key_text:
+            raise ValueError("another program's key")
+        compiled = serialize_executable.deserialize_and_load(serialized, in_tree, out_tree)
+    except Exception as err:  # noqa: BLE001 - any unusable entry is recompiled, never fatal
+        import warnings
+
+        stats["unusable"] += 1
+        warnings.warn(f"compile cache: ignoring {path}: {err}; compiling anew", stacklevel=3)
+        return None
+    try:
+        os.utime(path)  # recently used: evicted last
+    except OSError:
+        pass
+    return compiled
+
+
+def _write(path: Path, key_text: str, compiled: jax.stages.Compiled) -> None:
+    """Store ``compiled`` at ``path`` (a temporary file renamed into place, so that readers
+    see the whole entry or none); programs JAX cannot serialize are left out."""
+    from jax.experimental import serialize_executable
+
+    try:
+        serialized, in_tree, out_tree = serialize_executable.serialize(compiled)
+        payload = zlib.compress(pickle.dumps((key_text, serialized, in_tree, out_tree)), 1)
+    # e.g. a host callback, captured constants, or (XLA's CPU backend) a program compiled
+    # a second time in this process ("`LessThan` is not serializable")
+    except Exception:  # noqa: BLE001
+        stats["unserializable"] += 1
+        return
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_MAGIC + hashlib.sha256(payload).digest() + payload)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        return  # a full or read-only disk: the run goes on without the entry
+    stats["written"] += 1
+    _evict(path.parent)
+
+
+def _evict(folder: Path) -> None:
+    """Hold ``folder`` to :data:`MAX_EXECUTABLE_BYTES`, least recently used entries first;
+    temporary files of processes that died mid-write (older than an hour) go too."""
+    entries = []
+    for path in folder.iterdir():
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if path.name.startswith(".tmp-"):
+            if st.st_mtime < time.time() - 3600:
+                path.unlink(missing_ok=True)
+            continue
+        entries.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries, key=lambda e: e[0]):
+        if total <= MAX_EXECUTABLE_BYTES:
+            break
+        path.unlink(missing_ok=True)
+        total -= size

@@ -4,6 +4,7 @@ report folder, budget rounding, run --help, 4-D heatmap text, a full disk)."""
 
 from __future__ import annotations
 
+import collections
 import errno
 import io
 import json
@@ -22,8 +23,11 @@ import pytest
 from cmamae import _mujoco_gl, algorithms, compile_cache, rowsparse, rundir, tasks
 from cmamae.cli import main
 from cmamae.es import noise as es_noise
-from cmamae.experiment import checkpoint, progress
+from cmamae.experiment import checkpoint, progress, runner
 from cmamae.experiment.config import ResolvedRun, RunConfig
+from cmamae.experiment.execution import HostAdvance
+from cmamae.loop import init_states, seed_keys
+from cmamae.tasks.base import TASKS
 
 # 10-D sphere, 10 x 10 grid, 3 emitters x 8 (batch 24), noise tables (so that checkpoints have
 # tables to leave out), 30 iterations, a checkpoint every 10, every iteration logged.
@@ -280,44 +284,143 @@ def test_full_disk_mid_checkpoint_leaves_a_resumable_run(reference, tmp_path, mo
 
 
 # --------------------------------------------------------------------------- compile cache
-_COUNT_HITS = """
-import sys, jax
-hits = []
-jax.monitoring.register_event_listener(
-    lambda name, **kw: hits.append(name) if name.endswith("/cache_hits") else None)
+_RUN_WITH_STATS = """
+import json, sys
+from cmamae import compile_cache
 from cmamae.cli import main
 code = main(sys.argv[1:])
-print("HITS", len(hits))
+print("STATS", json.dumps(compile_cache.stats))
 sys.exit(code)
 """
 
 
-def test_second_run_hits_the_compile_cache(tmp_path):
+def _run_counting(*argv, cache: Path) -> dict:
+    """``cmamae *argv`` in a new process with the compile cache in ``cache``; the counts of
+    :data:`cmamae.compile_cache.stats` (whole programs loaded, compiled, written...)."""
+    env = dict(os.environ, CMAMAE_COMPILE_CACHE=str(cache))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    out = subprocess.run(
+        [sys.executable, "-c", _RUN_WITH_STATS, *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.split("STATS")[-1])
+
+
+def test_second_run_and_resume_load_whole_programs_bitwise(reference, tmp_path):
+    """A second identical run and a resume load the state init and the chunk from the cache
+    (no tracing, lowering or compiling) and end bitwise equal to a run without the cache."""
     cache = tmp_path / "cache"
-    env = dict(os.environ, CMAMAE_COMPILE_CACHE=str(cache), JAX_COMPILATION_CACHE_DIR="")
-    env.pop("JAX_COMPILATION_CACHE_DIR")
-    args = [*SMALL, "--evals", str(10 * BATCH), "--out", str(tmp_path), "--force"]
+    run = ["run", *SMALL, "--out", str(tmp_path)]
+    first = _run_counting(*run, "--name", "first", cache=cache)
+    assert first.get("loaded", 0) == 0 and first["written"] == first["compiled"] == 2
+    assert cache.stat().st_mode & 0o777 == 0o700
+    names = sorted(p.name.split("-")[0] for p in (cache / compile_cache.EXECUTABLES).iterdir())
+    assert names == ["init_states", "run_chunk"]
+    assert any(e.startswith("jit_run_chunk") for e in os.listdir(cache))  # JAX's own, too
+    second = _run_counting(*run, "--name", "second", cache=cache)
+    assert second == {"loaded": 2}
+    for name in ("first", "second"):
+        _assert_same_run(reference, tmp_path / name)
 
-    def run(*extra):
-        out = subprocess.run(
-            [sys.executable, "-c", _COUNT_HITS, "run", *args, *extra],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert out.returncode == 0, out.stderr
-        return int(out.stdout.split("HITS")[-1])
+    resumed = tmp_path / "resumed"  # the second run, cut back to its checkpoint at 20
+    shutil.copytree(tmp_path / "second", resumed)
+    for it, path in checkpoint.list_checkpoints(resumed / rundir.CHECKPOINT_DIR):
+        if it > 20:
+            path.unlink()
+    shutil.rmtree(resumed / rundir.ARCHIVE_DIR)
+    assert _run_counting("run", "--resume", str(resumed), "--quiet", cache=cache) == {"loaded": 2}
+    _assert_same_run(reference, resumed)
 
-    assert run("--no-compile-cache") == 0
-    assert not cache.exists()
-    assert run() == 0  # first use: compiles and fills the cache
-    entries = set(os.listdir(cache))
-    assert entries and cache.stat().st_mode & 0o777 == 0o700
-    assert any(e.startswith("jit_run_chunk") for e in entries), entries
-    hits = run()
-    assert hits >= 2  # at least the state init and the chunk
-    assert set(os.listdir(cache)) == entries  # nothing compiled anew
+
+@pytest.fixture
+def executables(tmp_path, monkeypatch) -> Path:
+    """The executable cache in ``tmp_path`` for this (pytest) process, without JAX's own."""
+    monkeypatch.setattr(compile_cache, "executables_dir", lambda: tmp_path)
+    monkeypatch.setattr(compile_cache, "stats", collections.Counter())
+    return tmp_path
+
+
+_affine = jax.jit(lambda x, scale: x * scale + 1.0, static_argnums=1)
+
+
+def _load(context, x=None, scale=2.0):
+    x = jnp.arange(3.0) if x is None else x
+    lower = lambda: _affine.lower(x, scale)  # noqa: E731
+    compiled, loaded = compile_cache.load_or_compile("affine", lower, (x,), context, scale)
+    np.testing.assert_array_equal(compiled(x), x * scale + 1.0)
+    return loaded
+
+
+def test_executable_cache_never_returns_another_program(executables, monkeypatch):
+    assert not _load({"run": 1}) and _load({"run": 1})
+    assert len(list(executables.iterdir())) == 1
+    assert not _load({"run": 2})  # another context (configuration)
+    assert not _load({"run": 1}, scale=3.0)  # another static setting
+    assert not _load({"run": 1}, x=jnp.arange(4.0))  # another shape
+    assert not _load({"run": 1}, x=jnp.arange(3, dtype=jnp.int32))  # another dtype
+    compile_cache._environment()  # fills the per-process part
+    for part, value in [("cmamae_files", "edited"), ("distributions", ["jax-0.0.dist-info"])]:
+        with monkeypatch.context() as m:  # cmamae's source changed; another installed version
+            m.setitem(compile_cache._environment_memo, part, value)
+            assert not _load({"run": 1})
+    assert _load({"run": 1})
+    assert not _load(None) and not _load(None)  # no context: JAX's cache only, nothing kept
+    assert len(list(executables.iterdir())) == 7
+
+
+def test_a_damaged_or_misplaced_entry_is_compiled_anew(executables):
+    assert not _load({"run": 1})
+    (a,) = executables.iterdir()
+    assert not _load({"run": 2})
+    (b,) = set(executables.iterdir()) - {a}
+    good = a.read_bytes()
+    for damaged in (good[: len(good) // 2], good[:-1] + bytes([good[-1] ^ 1]), b"", b.read_bytes()):
+        a.write_bytes(damaged)
+        with pytest.warns(UserWarning, match="compiling anew"):
+            assert not _load({"run": 1})
+        assert _load({"run": 1})  # written anew
+    assert compile_cache.stats["unusable"] == 4
+    assert not list(executables.glob(".tmp-*"))
+
+
+def test_host_ask_tell_programs_load_bitwise(executables):
+    # popsize 6: a program no other test compiles (XLA's CPU backend cannot serialize a
+    # program compiled a second time in a process, which then goes uncached)
+    task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
+    scheduler = algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=6).scheduler
+    init_keys, run_keys = seed_keys(jax.random.key(0), 2)
+    evaluate = jax.jit(jax.vmap(task.evaluate))
+
+    def run(context):
+        advance = HostAdvance(scheduler, run_keys, lambda x, k: evaluate(x, k), context)
+        return advance(init_states(scheduler, task, init_keys), 3)[1]
+
+    first = run({"t": 1})
+    assert compile_cache.stats == {"compiled": 2, "written": 2}  # ask and tell, once each
+    second = run({"t": 1})
+    assert compile_cache.stats == {"compiled": 2, "written": 2, "loaded": 2}
+    plain = run(None)
+    for k in plain:
+        assert plain[k].tobytes() == first[k].tobytes() == second[k].tobytes(), k
+
+
+def test_program_context_follows_the_configuration(monkeypatch):
+    def resolved(**task_settings):
+        return RunConfig(task="sphere", evals=1080, task_settings=task_settings).build()
+
+    a = runner.program_context(resolved(solution_dim=10))
+    assert a is not None and a == runner.program_context(resolved(solution_dim=10))
+    assert a != runner.program_context(resolved(solution_dim=11))
+    again = ResolvedRun.from_json(json.loads(json.dumps(resolved(solution_dim=10).to_json())))
+    assert runner.program_context(again) == a  # a resume has the same programs
+    renamed = RunConfig(task="sphere", evals=1080, name="x", log_every=3).build()
+    assert runner.program_context(renamed) == runner.program_context(resolved())
+    monkeypatch.setitem(TASKS._entries, "user-sphere", lambda: tasks.get("sphere"))
+    assert runner.program_context(RunConfig(task="user-sphere", evals=1080).build()) is None
 
 
 def test_compile_cache_folder_rules(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmamae import sharding
+from cmamae import compile_cache, sharding
 from cmamae.experiment import distributed
 from cmamae.experiment.config import ConfigError
 from cmamae.loop import calls_host_threads, run_chunk
@@ -89,37 +89,42 @@ class Execution:
             raise ConfigError(str(err)) from None
 
     @contextlib.contextmanager
-    def open(self, scheduler, task, run_keys, evaluate):
-        """The advance for this run (a context: a Dask client is closed on exit)."""
+    def open(self, scheduler, task, run_keys, evaluate, context=None):
+        """The advance for this run (a context: a Dask client is closed on exit). ``context``:
+        what fixes the run's programs, for the executable cache
+        (:func:`cmamae.compile_cache.load_or_compile`; None: JAX's cache only)."""
         self.validate(task, scheduler)
         native = native_evaluate(task, scheduler)
         if native is not None:
-            yield HostAdvance(scheduler, run_keys, native)
+            yield HostAdvance(scheduler, run_keys, native, context)
             return
         if not task.host_evaluated:
             mesh = sharding.plan(self.devices, len(run_keys), scheduler)
-            yield CompiledAdvance(scheduler, evaluate, sharding.place(run_keys, mesh), mesh)
+            run_keys = sharding.place(run_keys, mesh)
+            yield CompiledAdvance(scheduler, evaluate, run_keys, mesh, context)
             return
         try:
             evaluator = distributed.DaskEvaluator(task, cluster=self.cluster, workers=self.workers)
         except distributed.ClusterError as err:
             raise ConfigError(str(err)) from None
         with evaluator:
-            yield HostAdvance(scheduler, run_keys, dask_evaluate(task, evaluator))
+            yield HostAdvance(scheduler, run_keys, dask_evaluate(task, evaluator), context)
 
 
 class CompiledAdvance:
     """Chunks of the compiled ``jit(vmap(lax.scan))`` loop, one compilation per length,
     sharded over ``mesh`` (:func:`cmamae.sharding.batch_mesh`: seeds and the
-    evaluations' solutions) when given; ``run_keys`` must be placed on it."""
+    evaluations' solutions) when given; ``run_keys`` must be placed on it. ``context``: as
+    for :meth:`Execution.open`."""
 
-    def __init__(self, scheduler, evaluate, run_keys, mesh=None):
+    def __init__(self, scheduler, evaluate, run_keys, mesh=None, context=None):
         self.scheduler, self.evaluate, self.run_keys, self.mesh = (
             scheduler,
             evaluate,
             run_keys,
             mesh,
         )
+        self.context = context
         self._compiled: dict[int, object] = {}
 
     def place(self, states):
@@ -128,13 +133,20 @@ class CompiledAdvance:
     def prepare(self, states, length: int, progress) -> None:
         if length not in self._compiled:
             t0 = time.perf_counter()
-            self._compiled[length] = run_chunk.lower(
-                self.scheduler, self.run_keys, states, self.evaluate, length, self.mesh
-            ).compile()
+            self._compiled[length], loaded = compile_cache.load_or_compile(
+                "run_chunk",
+                lambda: run_chunk.lower(
+                    self.scheduler, self.run_keys, states, self.evaluate, length, self.mesh
+                ),
+                (self.run_keys, states),
+                self.context,
+                static={"length": length, "mesh": repr(self.mesh)},
+            )
             where = sharding.describe(self.mesh)
             progress.message(
-                f"compiled a {length}-iteration chunk{' ' + where if where else ''} in "
-                f"{time.perf_counter() - t0:.1f} s"
+                f"{'loaded the compiled' if loaded else 'compiled a'} {length}-iteration "
+                f"chunk{' ' + where if where else ''} in {time.perf_counter() - t0:.1f} s"
+                + (" (compile cache)" if loaded else "")
             )
 
     def __call__(self, states, length: int):
@@ -181,12 +193,15 @@ def dask_evaluate(task, evaluator):
 class HostAdvance:
     """Host-side iterations for every seed: one jitted ask for all seeds, the evaluation on the
     host (``evaluate_seeds(solutions (seeds, batch, n), eval_keys (seeds,)) -> (objectives
-    (seeds, batch), measures (seeds, batch, m))``), one jitted tell for all seeds."""
+    (seeds, batch), measures (seeds, batch, m))``), one jitted tell for all seeds.
+    ``context``: as for :meth:`Execution.open`."""
 
-    def __init__(self, scheduler, run_keys, evaluate_seeds):
+    def __init__(self, scheduler, run_keys, evaluate_seeds, context=None):
         check_host_scheduler(scheduler)
         self.scheduler, self.run_keys, self.evaluate_seeds = scheduler, run_keys, evaluate_seeds
+        self.context = context
         self._failed = 0
+        self._programs: dict[tuple, object] = {}  # (name, argument signature) -> compiled
 
     def place(self, states):
         return states
@@ -200,17 +215,31 @@ class HostAdvance:
     def __call__(self, states, length: int):
         rows = []
         for _ in range(length):
-            solutions, eval_keys, states = host_ask(self.scheduler, self.run_keys, states)
+            solutions, eval_keys, states = self._run(host_ask, self.run_keys, states)
             objectives, measures = self.evaluate_seeds(np.asarray(solutions), eval_keys)
             dtype = solutions.dtype
-            states, _, metrics = host_tell(
-                self.scheduler,
-                self.run_keys,
-                states,
-                solutions,
-                jnp.asarray(objectives, dtype),
-                jnp.asarray(measures, dtype),
+            objectives, measures = jnp.asarray(objectives, dtype), jnp.asarray(measures, dtype)
+            states, _, metrics = self._run(
+                host_tell, self.run_keys, states, solutions, objectives, measures
             )
             rows.append(metrics)
         # stacked on the device, then one copy per metric to the host
         return states, jax.tree_util.tree_map(lambda *r: np.asarray(jnp.stack(r, axis=1)), *rows)
+
+    def _run(self, program, *args):
+        """``program(self.scheduler, *args)`` (:func:`host_ask` or :func:`host_tell`),
+        compiled once per argument signature, through the executable cache."""
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        signature = (program.__name__, treedef) + tuple(
+            (a.shape, a.dtype, getattr(a, "weak_type", False), a.sharding) for a in leaves
+        )
+        compiled = self._programs.get(signature)
+        if compiled is None:
+            compiled, _ = compile_cache.load_or_compile(
+                program.__name__,
+                lambda: program.lower(self.scheduler, *args),
+                args,
+                self.context,
+            )
+            self._programs[signature] = compiled
+        return compiled(*args)

@@ -41,7 +41,7 @@ from cmamae.experiment import checkpoint
 from cmamae.experiment import progress as progress_lib
 from cmamae.experiment.config import ConfigError, ResolvedRun, RunConfig
 from cmamae.experiment.execution import Execution
-from cmamae.loop import evaluate_fn, init_states, seed_keys
+from cmamae.loop import evaluate_fn, lower_init_states, seed_keys
 from cmamae.provenance import Layout
 
 _STAT_COLUMNS = [c for c in rundir.METRIC_COLUMNS if c not in ("seed", "iteration", "evals_per_s")]
@@ -226,9 +226,16 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
     ckpt_dir = run_dir / rundir.CHECKPOINT_DIR
     writer = _tensorboard_writer(run_dir) if tensorboard else None
 
-    template = jax.eval_shape(lambda k: init_states(scheduler, task, k), init_keys)
+    context = program_context(resolved)
+    init, _ = compile_cache.load_or_compile(
+        "init_states", lambda: lower_init_states(scheduler, task, init_keys), (init_keys,), context
+    )
     # Checkpoints leave out what equals the initial state (noise tables): rebuilt from the key.
-    initial = init_states(scheduler, task, init_keys)
+    initial = init(init_keys)
+    template = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=getattr(a, "weak_type", False)),
+        initial,
+    )
     initial_leaves = checkpoint.InitialLeaves(initial)
     found = _load_checkpoint(ckpt_dir, template, initial)
     if found is None:
@@ -244,7 +251,7 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
 
     status = "finished"
     with (
-        execution.open(scheduler, task, run_keys, evaluate) as advance,
+        execution.open(scheduler, task, run_keys, evaluate, context) as advance,
         progress_lib.make(resolved.evals, quiet) as progress,
         stop_on_signals() as stop,
     ):
@@ -288,6 +295,28 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
     if plots and status == "finished":
         _write_plots(run_dir)
     return RunOutcome(run_dir, status, done, resumed_from)
+
+
+# config.json entries that act on the host only (the run folder's name, logging and checkpoint
+# intervals) or restate resolved values (the overrides as given, the budget before rounding)
+_HOST_ONLY = ("name", "setting_overrides", "evals_requested", "log_every", "checkpoint_every")
+
+
+def program_context(resolved: ResolvedRun) -> dict | None:
+    """What, besides cmamae's source and the environment, fixes the run's compiled programs:
+    the resolved configuration (:meth:`ResolvedRun.to_json` without :data:`_HOST_ONLY`), for
+    :func:`cmamae.compile_cache.load_or_compile`. None when the task or the algorithm was
+    registered from outside the cmamae package (its code is not in the key)."""
+    from cmamae import algorithms
+    from cmamae.tasks.base import TASKS
+
+    defined_in = (
+        TASKS.get(resolved.config.task).__module__,
+        algorithms.ALGORITHMS.get(resolved.config.algo).__module__,
+    )
+    if not all(m == "cmamae" or m.startswith("cmamae.") for m in defined_in):
+        return None
+    return {k: v for k, v in resolved.to_json().items() if k not in _HOST_ONLY}
 
 
 def _load_checkpoint(ckpt_dir: Path, template, initial):
