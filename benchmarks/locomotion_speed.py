@@ -33,11 +33,14 @@ Modes (run one or several; every figure is timed after a warm-up call that compi
   steps: the simulated rate end to end × threads). The policies are what a first iteration
   samples: x₀ + σ₀·N(0, I).
 * ``phases``: where the native engine's time goes, ``native_batch.run_episodes`` on the same
-  batch with each of ``--threads``: per shard thread, CPU seconds in the physics
-  (``Batch.rollout``), the policies' forward pass and the rest (observation, contacts,
-  reward, bookkeeping: NumPy work that holds the GIL), by thread CPU clocks, so that the
-  breakdown holds on a loaded machine; the busiest thread's CPU against one thread's gives
-  the speedup the threads reach with a free core each (Amdahl with the per-shard work).
+  batch with each of ``--threads``, for both models (adapted, as shipped): per shard thread,
+  CPU seconds in the physics (``Batch.rollout``), the policies' forward pass and the rest
+  (observation, contacts, reward, bookkeeping: NumPy work that holds the GIL), by thread CPU
+  clocks, so that the breakdown holds on a loaded machine; the busiest thread's CPU against
+  one thread's gives the speedup the threads reach with a free core each (Amdahl with the
+  per-shard work). Then the bare ``mujoco.batch`` probe on the same policies and start state
+  (one thread, every step simulated, only observation, forward pass and ``Batch.step``): the
+  engine's CPU per simulated policy step over the probe's.
 * ``solver``: for ``--task`` with 1, 2, 3, ... Newton iterations (``--solver-iterations``):
   MJX policy steps/s of ``jit(rollout.trajectory)`` on ``--batch`` Xavier policies, and
   agreement with native MuJoCo (same model) for the first ``--agree`` of them: how many keep
@@ -59,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -610,52 +614,126 @@ class _PhaseClock:
         return out
 
 
+def _bare_probe(model, robot, policy, x, qpos, qvel, length: int, repeats: int) -> dict:
+    """The bare ``mujoco.batch`` probe on one thread: a ``Batch`` of ``len(x)`` simulations
+    from ``qpos``/``qvel``, every one stepped for all ``length`` policy steps (no contacts,
+    reward or termination), the observation and the NumPy forward pass of the engine
+    (``env.observe``, ``native.apply``) before each ``Batch.step`` of ``frame_skip`` physics
+    steps. Best of ``repeats`` by thread CPU: seconds in total, physics and forward."""
+    import mujoco.batch
+
+    from cmamae.tasks.locomotion import env, native, native_batch
+
+    batch = mujoco.batch.Batch(model, len(x), 1)  # runs on the calling thread
+    q, v, ctrl = batch.bind("qpos"), batch.bind("qvel"), batch.bind("ctrl")
+    layers = native_batch.layer_views(policy, x)
+    best = None
+    for _ in range(max(repeats, 1) + 1):  # the first is a warm-up
+        batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
+        q[:], v[:] = qpos, qvel
+        cpu = dict(total=0.0, physics=0.0, forward=0.0)
+        t0 = time.thread_time()
+        for _ in range(length):
+            t1 = time.thread_time()
+            action = native.apply(policy, layers, env.observe(robot, q, v, xp=np))
+            t2 = time.thread_time()
+            ctrl[:] = action
+            batch.step(nstep=robot.frame_skip)
+            cpu["forward"] += t2 - t1
+            cpu["physics"] += time.thread_time() - t2
+        cpu["total"] = time.thread_time() - t0
+        if best is None or cpu["total"] < best["total"]:
+            best = cpu
+    return best
+
+
 def mode_phases(args, out):
-    """Where the native engine's time goes: per shard thread, CPU seconds in physics, the
-    policies' forward pass and the rest, for each of ``--threads``, on the batch the
-    ``native`` mode times (best of ``--repeats`` by the busiest thread). ``cpu_bound_speedup``:
-    one thread's CPU over the busiest thread's, the speedup with a free core per thread."""
+    """Where the native engine's time goes, for both models (adapted, Gymnasium's as shipped):
+    per shard thread, CPU seconds in physics, the policies' forward pass and the rest, for each
+    of ``--threads``, on the batch the ``native`` mode times (best of ``--repeats`` by the
+    busiest thread). ``cpu_bound_speedup``: one thread's CPU over the busiest thread's, the
+    speedup with a free core per thread. Then the bare probe (:func:`_bare_probe`) on the same
+    policies and start state: its CPU per simulated policy step against the engine's on one
+    thread (``engine_over_probe``), what the engine's bookkeeping (contacts, reward,
+    termination, compaction) adds to MuJoCo's physics and the forward pass."""
     from cmamae.tasks.locomotion import native, native_batch
 
     length, batch = args.episode_length, PSI * LAM
-    task = tasks.get(args.task, episode_length=length, backend="native")
-    s = dict(task.evaluate.kwargs)
-    x = np.asarray(_es_samples(task, batch), np.float64)
-    qpos, qvel = native.start_state(task, jax.random.key(1))
-    rows, one = [], None
-    for threads in args.threads:
+    rows = []
 
-        def run(threads=threads):
-            return native_batch.run_episodes(
-                s["robot"], s["adaptation"], s["policy"], x, qpos, qvel, length, threads
-            )
-
-        simulated = int(run().steps.sum())
-        best = None
-        for _ in range(max(args.repeats, 1)):
-            with _PhaseClock() as clock:
-                run()
-            per_thread = clock.threads()
-            if best is None or max(t["total"] for t in per_thread) < max(t["total"] for t in best):
-                best = per_thread
-        total = {p: sum(t[p] for t in best) for p in ("total", "physics", "forward", "rest")}
-        busiest = max(t["total"] for t in best)
-        one = one or busiest
-        row = dict(
-            threads=threads,
-            simulated_policy_steps=simulated,
-            cpu_s=round(total["total"], 4),
-            busiest_thread_cpu_s=round(busiest, 4),
-            cpu_bound_speedup=round(one / busiest, 2),
-            **{
-                f"{p}_share": round(total[p] / total["total"], 3)
-                for p in ("physics", "forward", "rest")
-            },
-            per_thread_cpu_s=[round(t["total"], 4) for t in best],
-            load_avg_1min=round(os.getloadavg()[0], 2),
-        )
+    def record(row):
+        row["load_avg_1min"] = round(os.getloadavg()[0], 2)
         rows.append(row)
         print(row, flush=True)
+
+    for adapted in (True, False):
+        model = "adapted" if adapted else "as shipped"
+        task = tasks.get(args.task, episode_length=length, backend="native", adapted=adapted)
+        s = dict(task.evaluate.kwargs)
+        x = np.asarray(_es_samples(task, batch), np.float64)
+        qpos, qvel = native.start_state(task, jax.random.key(1))
+        one, engine_one = None, None
+        for threads in args.threads:
+            run = functools.partial(
+                native_batch.run_episodes,
+                s["robot"],
+                s["adaptation"],
+                s["policy"],
+                x,
+                qpos,
+                qvel,
+                length,
+                threads,
+            )
+
+            simulated = int(run().steps.sum())
+            best = None
+            for _ in range(max(args.repeats, 1)):
+                with _PhaseClock() as clock:
+                    run()
+                per_thread = clock.threads()
+                if best is None or max(t["total"] for t in per_thread) < max(
+                    t["total"] for t in best
+                ):
+                    best = per_thread
+            total = {p: sum(t[p] for t in best) for p in ("total", "physics", "forward", "rest")}
+            busiest = max(t["total"] for t in best)
+            one = one or busiest
+            if threads == 1:
+                engine_one = total["total"] / simulated
+            record(
+                dict(
+                    model=model,
+                    what="engine (run_episodes)",
+                    threads=threads,
+                    simulated_policy_steps=simulated,
+                    cpu_s=round(total["total"], 4),
+                    cpu_us_per_simulated_step=round(total["total"] / simulated * 1e6, 1),
+                    busiest_thread_cpu_s=round(busiest, 4),
+                    cpu_bound_speedup=round(one / busiest, 2),
+                    **{
+                        f"{p}_share": round(total[p] / total["total"], 3)
+                        for p in ("physics", "forward", "rest")
+                    },
+                    per_thread_cpu_s=[round(t["total"], 4) for t in best],
+                )
+            )
+        load = load_model(s["robot"], s["adaptation"])
+        probe = _bare_probe(load, s["robot"], s["policy"], x, qpos, qvel, length, args.repeats)
+        per_step = probe["total"] / (batch * length)
+        record(
+            dict(
+                model=model,
+                what="bare Batch probe (every step simulated; no contacts, reward, termination)",
+                threads=1,
+                simulated_policy_steps=batch * length,
+                cpu_s=round(probe["total"], 4),
+                cpu_us_per_simulated_step=round(per_step * 1e6, 1),
+                physics_share=round(probe["physics"] / probe["total"], 3),
+                forward_share=round(probe["forward"] / probe["total"], 3),
+                engine_over_probe=round(engine_one / per_step, 3) if engine_one else None,
+            )
+        )
     out["phases"] = dict(batch=batch, episode_length=length, rows=rows)
 
 

@@ -266,7 +266,7 @@ def test_auto_is_native_on_a_cpu_and_settings_are_checked(monkeypatch):
     with pytest.raises(ValueError, match=r"backend must be one of \['auto', 'mjx', 'native'\]"):
         tasks.get("ant", backend="gpu")
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="threads must be a positive integer"):
+        with pytest.raises(ValueError, match=rf"^threads must be an integer >= 1, got {bad!r}$"):
             tasks.get("ant", threads=bad)
     with pytest.raises(ValueError, match="threads"):
         tasks.get("ant-native", threads=0)
@@ -304,7 +304,7 @@ def test_devices_are_refused_for_the_native_backend(monkeypatch):
     "setting, message",
     [
         ("task.backend='gpu'", "backend must be one of ['auto', 'mjx', 'native']"),
-        ("task.threads=0", "threads must be a positive integer"),
+        ("task.threads=0", "threads must be an integer >= 1, got 0"),
     ],
 )
 def test_cli_bad_backend_settings_exit_2(setting, message, capsys, tmp_path, monkeypatch):

@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from cmamae import validate
 from cmamae.tasks.base import Transitions
 from cmamae.tasks.locomotion import env
 from cmamae.tasks.locomotion.model import Adaptation, geom_ids, load_model
@@ -92,15 +93,10 @@ def default_threads() -> int:
 
 
 def check_threads(threads) -> int | None:
-    """``threads`` if it is None or a positive integer, else a one-line ValueError."""
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        raise ValueError(
-            f"threads must be a positive integer (simulation threads of the native backend) "
-            f"or None (the cores this process may use), got {threads!r}"
-        )
-    return threads
+    """None (the cores this process may use), or ``threads`` as an ``int`` when it is an
+    integer >= 1 (:func:`cmamae.validate.integer`: "threads must be an integer >= 1, got
+    VALUE" otherwise)."""
+    return None if threads is None else validate.integer("threads", threads)
 
 
 # ----------------------------------------------------------------------------- foot contacts
@@ -363,7 +359,7 @@ def run_episodes(
     :class:`Transitions` fields (after the end: zeros, ``valid`` False; MJX's values there
     are those of the masked-out steps it keeps simulating, which no learner reads).
     """
-    threads = default_threads() if check_threads(threads) is None else threads
+    threads = check_threads(threads) or default_threads()
     model = load_model(robot, adaptation)
     solutions = np.asarray(solutions)
     n = len(solutions)
