@@ -54,6 +54,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from cmamae import validate
+
 SEEDS = "seeds"
 SOLUTIONS = "solutions"
 
@@ -69,8 +71,7 @@ def resolve_devices(devices: int | str | None) -> list:
         return list(available)
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
-        raise ValueError(f"devices must be a positive integer or 'all', got {devices!r}")
+    devices = validate.integer("devices", devices, expected="a positive integer or 'all'")
     if devices > len(available):
         raise ValueError(
             f"devices: {devices} requested but only {len(available)} "

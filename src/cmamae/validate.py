@@ -30,14 +30,20 @@ def integer(
     minimum: int = 1,
     maximum: int | None = None,
     *,
+    expected: str | None = None,
     error: type[ValueError] = ValueError,
 ) -> int:
     """``value`` as an ``int`` when it is an integer (Python or NumPy, not a bool) in
     ``[minimum, maximum]`` (``maximum`` None: no upper bound); else ``error``:
-    "NAME must be an integer >= MINIMUM, got VALUE" (or "an integer in [MINIMUM, MAXIMUM]")."""
-    expected = (
-        f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
-    )
+    "NAME must be an integer >= MINIMUM, got VALUE" (or "an integer in [MINIMUM, MAXIMUM]";
+    ``expected`` replaces that phrase where the bound needs words, e.g. "an integer >= one
+    iteration (100 evaluations)")."""
+    if expected is None:
+        expected = (
+            f"an integer >= {minimum}"
+            if maximum is None
+            else f"an integer in [{minimum}, {maximum}]"
+        )
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         _fail(error, name, expected, value)
     if value < minimum or (maximum is not None and value > maximum):
@@ -45,9 +51,13 @@ def integer(
     return int(value)
 
 
-def number(name: str, value, *, error: type[ValueError] = ValueError) -> float:
-    """``value`` as a finite ``float``; else "NAME must be a finite number, got VALUE"."""
-    return _bounded(name, value, "a finite number", lambda v: True, error)
+def number(
+    name: str, value, *, expected: str | None = None, error: type[ValueError] = ValueError
+) -> float:
+    """``value`` as a finite ``float``; else "NAME must be a finite number, got VALUE"
+    (``expected`` replaces "a finite number" where the caller accepts more, e.g. "-inf or a
+    finite number" around a check of its own)."""
+    return _bounded(name, value, expected or "a finite number", lambda v: True, error)
 
 
 def positive(name: str, value, *, error: type[ValueError] = ValueError) -> float:
@@ -62,8 +72,31 @@ def non_negative(name: str, value, *, error: type[ValueError] = ValueError) -> f
     return _bounded(name, value, "a finite number >= 0", lambda v: v >= 0, error)
 
 
+def interval(
+    name: str,
+    value,
+    low: float,
+    high: float,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+    error: type[ValueError] = ValueError,
+) -> float:
+    """``value`` as a ``float`` in the interval from ``low`` to ``high`` (closed unless
+    ``open_low``/``open_high``); else "NAME must be a number in [LOW, HIGH], got VALUE" (with
+    ``(`` or ``)`` for an open end)."""
+    text = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+
+    def ok(v):
+        above = v > low if open_low else v >= low
+        below = v < high if open_high else v <= high
+        return above and below
+
+    return _bounded(name, value, f"a number in {text}", ok, error)
+
+
 def _bounded(name, value, expected: str, ok, error) -> float:
-    if isinstance(value, bool):
+    if isinstance(value, (bool, str, bytes)):  # float("1e3") would pass a string through
         _fail(error, name, expected, value)
     try:
         v = float(value)

@@ -154,7 +154,7 @@ def test_report_plot_replay_on_real_runs(tmp_path, capsys):
             "for algorithm 'sep-cma-mae' (learning_rate is now archive_learning_rate); its "
             "settings are ['archive_learning_rate', 'batching', 'noise', 'num_emitters', ",
         ),
-        (["run", "--set", "task.domain=nope"], "domain must be one of ['benchmark', 'scaling']"),
+        (["run", "--set", "task.domain=nope"], "domain must be one of ('benchmark', 'scaling')"),
         (["run", "--set", "task.nope=1"], "unknown override(s) ['nope']"),
         (["run", "--set", "sigma0"], "--set expects key=value"),
         (["run", "--config", "missing.toml"], "does not exist"),

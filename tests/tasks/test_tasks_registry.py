@@ -134,5 +134,5 @@ def test_domain_is_task_metadata():
     pendulum = tasks.get("pendulum")
     assert pendulum.domain == "scaling" and not pendulum.differentiable
     assert tasks.get("pendulum", domain="benchmark").domain == "benchmark"
-    with pytest.raises(ValueError, match=r"domain must be one of \['benchmark', 'scaling'\]"):
+    with pytest.raises(ValueError, match=r"domain must be one of \('benchmark', 'scaling'\)"):
         tasks.get("sphere", domain="locomotion")

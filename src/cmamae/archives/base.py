@@ -152,17 +152,6 @@ def _jit_method(name: str, *static: int):
 
 
 # --------------------------------------------------------------------------- argument checks
-def _check_positive_int(name: str, value) -> int:
-    return validate.integer(name, value)
-
-
-def _check_float(name: str, value, expected: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {expected}, got {value!r}") from None
-
-
 def _check_ranges(ranges, measure_dim: int | None) -> tuple[tuple[float, float], ...]:
     """``ranges`` as a tuple of ``(lower, upper)`` float pairs, finite with lower < upper."""
     try:
@@ -182,9 +171,9 @@ def _check_ranges(ranges, measure_dim: int | None) -> tuple[tuple[float, float],
     for i, pair in enumerate(pairs):
         if len(pair) != 2:
             raise ValueError(f"ranges[{i}] must be a (lower, upper) pair, got {pair!r}")
-        lo = _check_float(f"ranges[{i}][0]", pair[0], "a finite number")
-        hi = _check_float(f"ranges[{i}][1]", pair[1], "a finite number")
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        lo = validate.number(f"ranges[{i}][0]", pair[0])
+        hi = validate.number(f"ranges[{i}][1]", pair[1])
+        if not lo < hi:
             raise ValueError(
                 f"ranges[{i}] must be finite with lower < upper, got ({pair[0]!r}, {pair[1]!r})"
             )
@@ -233,27 +222,20 @@ class ArchiveBase(abc.ABC):
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)
-        set_("solution_dim", _check_positive_int("solution_dim", self.solution_dim))
-        lr = _check_float("learning_rate", self.learning_rate, "a number in [0, 1]")
-        if not 0.0 <= lr <= 1.0:
-            raise ValueError(f"learning_rate must be in [0, 1], got {self.learning_rate!r}")
+        set_("solution_dim", validate.integer("solution_dim", self.solution_dim))
+        lr = validate.interval("learning_rate", self.learning_rate, 0, 1)
         set_("learning_rate", lr)
-        tmin = _check_float("threshold_min", self.threshold_min, "-inf or a finite number")
-        if math.isnan(tmin) or tmin == math.inf:
-            raise ValueError(
-                f"threshold_min must be -inf or a finite number, got {self.threshold_min!r}"
-            )
+        tmin = self.threshold_min
+        if not (isinstance(tmin, (float, np.floating)) and tmin == -math.inf):
+            tmin = validate.number("threshold_min", tmin, expected="-inf or a finite number")
         if tmin == -math.inf and lr != 1.0:
             raise ValueError(
                 f"threshold_min = -inf requires learning_rate = 1.0 (as in pyribs), got "
                 f"learning_rate={self.learning_rate!r}; set a finite threshold_min for "
                 "annealing (CMA-MAE)"
             )
-        set_("threshold_min", tmin)
-        offset = _check_float("qd_score_offset", self.qd_score_offset, "a finite number")
-        if not math.isfinite(offset):
-            raise ValueError(f"qd_score_offset must be finite, got {self.qd_score_offset!r}")
-        set_("qd_score_offset", offset)
+        set_("threshold_min", float(tmin))
+        set_("qd_score_offset", validate.number("qd_score_offset", self.qd_score_offset))
         try:
             dtype = np.dtype(self.dtype)
         except TypeError:
@@ -367,15 +349,12 @@ class ArchiveBase(abc.ABC):
                     f"mask must be a bool array of shape {objectives.shape}, "
                     f"got {mask.dtype} {mask.shape}"
                 )
-        if isinstance(first_row, bool) or not isinstance(first_row, (int, np.integer)):
-            raise ValueError(f"first_row must be a non-negative integer, got {first_row!r}")
-        if first_row < 0:
-            raise ValueError(f"first_row must be a non-negative integer, got {first_row!r}")
+        first_row = validate.integer("first_row", first_row, 0)
         iteration = jnp.asarray(UNKNOWN if iteration is None else iteration, jnp.int32)
         if iteration.shape != ():
             raise ValueError(f"iteration must be a scalar, got shape {iteration.shape}")
         return _jit_method("_add", 6)(
-            self, state, solutions, objectives, measures, mask, int(first_row), iteration
+            self, state, solutions, objectives, measures, mask, first_row, iteration
         )
 
     def _add(

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmamae.archives.base import ArchiveBase, _check_positive_int, _check_ranges
+from cmamae import validate
+from cmamae.archives.base import ArchiveBase, _check_ranges
 
 
 def kmeans_centroids(
@@ -33,8 +34,8 @@ def kmeans_centroids(
     """
     from scipy.spatial import cKDTree
 
-    cells = _check_positive_int("cells", cells)
-    samples = _check_positive_int("samples", samples)
+    cells = validate.integer("cells", cells)
+    samples = validate.integer("samples", samples)
     ranges = _check_ranges(ranges, None)
     if cells > samples:
         raise ValueError(f"samples ({samples}) must be at least cells ({cells})")
@@ -99,11 +100,10 @@ class CVTArchive(ArchiveBase):
         if self.centroids is None:
             if self.cells is None:
                 raise ValueError("cells must be a positive integer when centroids is None")
-            cells = _check_positive_int("cells", self.cells)
-            samples = _check_positive_int("samples", self.samples)
-            if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-                raise ValueError(f"seed must be an integer, got {self.seed!r}")
-            centroids = kmeans_centroids(cells, ranges, samples, int(self.seed))
+            cells = validate.integer("cells", self.cells)
+            samples = validate.integer("samples", self.samples)
+            seed = validate.integer("seed", self.seed, 0)
+            centroids = kmeans_centroids(cells, ranges, samples, seed)
         else:
             centroids = np.asarray(self.centroids)
             if centroids.ndim != 2 or centroids.shape[1] != m or centroids.shape[0] < 1:
@@ -114,7 +114,7 @@ class CVTArchive(ArchiveBase):
             if not np.all(np.isfinite(centroids)):
                 raise ValueError("centroids must be finite")
             if self.cells is not None and (
-                _check_positive_int("cells", self.cells) != centroids.shape[0]
+                validate.integer("cells", self.cells) != centroids.shape[0]
             ):
                 raise ValueError(
                     f"cells ({self.cells!r}) must equal the number of centroids "

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmamae.archives.base import ArchiveBase, _check_positive_int, _check_ranges
+from cmamae import validate
+from cmamae.archives.base import ArchiveBase, _check_ranges
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,13 +52,10 @@ class GridArchive(ArchiveBase):
             ) from None
         if not dims:
             raise ValueError("dims must not be empty")
-        dims = tuple(_check_positive_int(f"dims[{i}]", d) for i, d in enumerate(dims))
+        dims = tuple(validate.integer(f"dims[{i}]", d) for i, d in enumerate(dims))
         object.__setattr__(self, "dims", dims)
         object.__setattr__(self, "ranges", _check_ranges(self.ranges, len(dims)))
-        eps = float(self.epsilon) if isinstance(self.epsilon, (int, float, np.number)) else None
-        if eps is None or not (math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"epsilon must be a finite number >= 0, got {self.epsilon!r}")
-        object.__setattr__(self, "epsilon", eps)
+        object.__setattr__(self, "epsilon", validate.non_negative("epsilon", self.epsilon))
 
     @property
     def cells(self) -> int:

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmamae import validate
+
 
 def parent_weights(popsize: int) -> np.ndarray:
     """``(λ + 1, λ)`` float64: row m holds the weights of m parents (pyribs' formula, module
@@ -87,12 +89,13 @@ def cma_rates(p) -> dict[str, float]:
 
 
 def check_num_parents(num_parents, popsize: int) -> jax.Array:
-    """``num_parents`` as an int32 scalar; a concrete value must lie in [0, popsize]."""
+    """``num_parents`` as an int32 scalar; a concrete value must lie in [0, popsize] (the
+    popsize λ)."""
     m = jnp.asarray(num_parents)
     if m.shape != () or not jnp.issubdtype(m.dtype, jnp.integer):
         raise ValueError(f"num_parents must be an integer scalar or None, got {num_parents!r}")
-    if not isinstance(m, jax.core.Tracer) and not 0 <= int(m) <= popsize:
-        raise ValueError(f"num_parents must be in [0, popsize = {popsize}], got {int(m)}")
+    if not isinstance(m, jax.core.Tracer):
+        validate.integer("num_parents", int(m), 0, popsize)
     return m.astype(jnp.int32)
 
 

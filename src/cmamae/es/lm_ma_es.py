@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmamae import validate
 from cmamae._pytree import pytree_dataclass
 from cmamae.es import _common, _selection
 from cmamae.es.base import ESParams, EvolutionStrategy
@@ -134,10 +135,8 @@ class LMMAES(EvolutionStrategy):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.k is not None and (
-            isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1
-        ):
-            raise ValueError(f"k must be None or an integer >= 1, got {self.k!r}")
+        if self.k is not None:
+            validate.integer("k", self.k, expected="None or an integer >= 1")
 
     # ------------------------------------------------------------------ constants
     def num_vectors(self, n: int) -> int:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cmamae import algorithms, tasks
+from cmamae import algorithms, tasks, validate
 from cmamae.loop import evaluate_fn
 from cmamae.tasks.locomotion import resolved_settings
 
@@ -198,17 +198,18 @@ class RunConfig:
             seeds = presets[self.preset]["seeds"] if seeds is None else seeds
         evals = DEFAULT_ITERATIONS * batch if evals is None else evals
         seeds = DEFAULT_SEEDS if seeds is None else seeds
-        check_int("evals", evals, batch, f"one iteration of {self.algo!r} ({batch} evaluations)")
-        check_int("seeds", seeds, 1, "1")
-        check_int("seed", self.seed, 0, "0")
+        one_iteration = f"an integer >= one iteration of {self.algo!r} ({batch} evaluations)"
+        validate.integer("evals", evals, batch, expected=one_iteration, error=ConfigError)
+        validate.integer("seeds", seeds, 1, error=ConfigError)
+        validate.integer("seed", self.seed, 0, error=ConfigError)
         iterations = evals // batch
         checkpoint_every = self.checkpoint_every or max(1, math.ceil(iterations / 10))
-        check_int("checkpoint_every", checkpoint_every, 1, "1")
+        validate.integer("checkpoint_every", checkpoint_every, 1, error=ConfigError)
         log_every = self.log_every or max(1, iterations // 200)
-        check_int("log_every", log_every, 1, "1")
+        validate.integer("log_every", log_every, 1, error=ConfigError)
         # A host task's iteration is long (episodes on workers): report after every one.
         chunk = self.chunk or (1 if task.host_evaluated else min(checkpoint_every, 100))
-        check_int("chunk", chunk, 1, "1")
+        validate.integer("chunk", chunk, 1, error=ConfigError)
         if chunk > checkpoint_every:
             raise ConfigError(
                 f"chunk ({chunk}) must not exceed checkpoint_every ({checkpoint_every}): a "
@@ -229,17 +230,19 @@ class RunConfig:
         )
 
 
-def check_int(name: str, value, minimum: int, what: str | None = None) -> None:
-    """Raise a ConfigError naming ``name`` unless ``value`` is an integer >= ``minimum``
-    (``what`` describes the minimum in the message; default: the number)."""
-    what = str(minimum) if what is None else what
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {what}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class ResolvedRun:
-    """A validated :class:`RunConfig` with every default filled in and the objects built."""
+    """A validated :class:`RunConfig` with every default filled in and the objects built.
+
+    Attributes:
+        config: the :class:`RunConfig` it came from.
+        task, algorithm: the built task and :class:`cmamae.algorithms.Algorithm`.
+        evals: evaluations the run does, a whole number of iterations (``evals_requested``,
+            what was asked, rounded down).
+        seeds: independent runs. iterations: ``evals`` // evaluations per iteration.
+        checkpoint_every, log_every: iterations between checkpoints, between metric rows.
+        chunk: iterations per compiled call. name: the run's name (default "TASK-ALGO").
+    """
 
     config: RunConfig
     task: Any

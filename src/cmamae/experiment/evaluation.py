@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmamae import rundir
+from cmamae import rundir, validate
 from cmamae.experiment import checkpoint
-from cmamae.experiment.config import ConfigError, check_int
+from cmamae.experiment.config import ConfigError
 from cmamae.provenance import Layout, evaluate_like_run
 
 FORMAT = 1
@@ -64,6 +64,7 @@ class SeedEvaluation:
 
     @property
     def episodes(self) -> int:
+        """Episodes done (the rows of ``objectives``)."""
         return self.objectives.shape[0]
 
     def mean(self) -> tuple[np.ndarray, np.ndarray]:
@@ -179,8 +180,8 @@ def reevaluate(
         One :class:`SeedEvaluation` per seed, its corrected archive filled in.
     """
     batch_size = batch_size or scheduler.batch_size
-    check_int("episodes", episodes, 1)
-    check_int("batch_size", batch_size, 1)
+    validate.integer("episodes", episodes, 1, error=ConfigError)
+    validate.integer("batch_size", batch_size, 1, error=ConfigError)
     archive = scheduler.best_archive
     if done is None:
         m = archive.measure_dim
@@ -350,10 +351,10 @@ def evaluate_run(
     from cmamae.experiment.config import ResolvedRun
     from cmamae.experiment.runner import stop_on_signals
 
-    check_int("episodes", episodes, 1)
-    check_int("seed", seed, 0)
+    validate.integer("episodes", episodes, 1, error=ConfigError)
+    validate.integer("seed", seed, 0, error=ConfigError)
     if batch_size is not None:
-        check_int("batch_size", batch_size, 1)
+        validate.integer("batch_size", batch_size, 1, error=ConfigError)
     config = rundir.read_config(run_dir)
     resolved = ResolvedRun.from_json(config)
     task, scheduler = resolved.task, resolved.algorithm.scheduler

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmamae import provenance, rundir
+from cmamae import provenance, rundir, validate
 from cmamae.experiment import evaluation
 from cmamae.experiment.config import ConfigError, ResolvedRun
 from cmamae.loop import evaluate_fn, seed_keys
@@ -38,10 +38,13 @@ class Episode:
     Attributes:
         kind: ``"stored"`` (the scoring episode), ``"re-evaluation"`` or ``"fresh"``.
         description: in words, for the user.
-        key: the evaluation key ``(seeds,)`` of the batch (one per seed of the layout).
+        keys: the evaluation keys ``(seeds,)`` of the batch (one per seed of the layout).
         row: the elite's row in the batch; batch_size: the batch's size.
         layout: the layout the batch runs in; seed: the elite's seed index in it.
         expected: ``(objective, measures)`` the episode should give (None for "fresh").
+        index: the re-evaluation's number (None unless ``kind`` is "re-evaluation").
+        environment: the environment recorded with the scoring episode (None: none was);
+            where it differs from this machine's, that explains a gap.
     """
 
     kind: str
@@ -62,9 +65,7 @@ def parse_episode(episode) -> str | int | None:
         return episode
     if isinstance(episode, str) and episode.strip().lstrip("-").isdigit():
         episode = int(episode)
-    if isinstance(episode, bool) or not isinstance(episode, (int, np.integer)) or episode < 0:
-        raise ConfigError(f"episode must be {EPISODE_EXPECTED}, got {episode!r}")
-    return int(episode)
+    return validate.integer("episode", episode, 0, expected=EPISODE_EXPECTED, error=ConfigError)
 
 
 def _stored_episode(run_dir, resolved, state, seed, cell) -> Episode | str:
@@ -238,14 +239,9 @@ def replay(
     config = rundir.read_config(run_dir)
     resolved = ResolvedRun.from_json(config)
     task, scheduler = resolved.task, resolved.algorithm.scheduler
-    if (
-        isinstance(seed, bool)
-        or not isinstance(seed, (int, np.integer))
-        or not (0 <= seed < resolved.seeds)
-    ):
-        raise ConfigError(f"seed must be an integer in [0, {resolved.seeds}), got {seed!r}")
+    seed = validate.integer("seed", seed, 0, resolved.seeds - 1, error=ConfigError)
     episode = parse_episode(episode)
-    archive, state = rundir.load_archive(run_dir, int(seed))
+    archive, state = rundir.load_archive(run_dir, seed)
     cell = draw.select_elite(archive, state, elite)
     renderer = draw.renderer_for(task)
     options = dict(render_options or {})

@@ -41,7 +41,8 @@ TASKS: Registry[Callable[..., Task]] = Registry("task")
 
 @dataclasses.dataclass(frozen=True)
 class Bound:
-    """A module-level function with keyword arguments bound, compared and hashed by value.
+    """A module-level function ``fn`` with keyword arguments ``kwargs`` (``(name, value)``
+    pairs) bound, compared and hashed by value.
 
     ``Bound(f, (("n", 3),))(*args)`` calls ``f(*args, n=3)``. Unlike ``functools.partial``,
     two ``Bound`` objects with the same function and arguments are equal, so tasks built
@@ -162,8 +163,7 @@ class Task:
 
     def __post_init__(self):
         validate.integer("solution_dim", self.solution_dim)
-        if self.domain not in DOMAINS:
-            raise ValueError(f"domain must be one of {list(DOMAINS)}, got {self.domain!r}")
+        validate.one_of("domain", self.domain, DOMAINS)
         # Normalize sequences to tuples so the task stays hashable.
         object.__setattr__(self, "measure_names", tuple(self.measure_names))
         object.__setattr__(
@@ -184,8 +184,7 @@ class Task:
         for lo, hi in self.measure_ranges:
             if not lo < hi:
                 raise ValueError(f"measure_ranges must have lo < hi, got {self.measure_ranges!r}")
-        if not math.isfinite(self.min_f):
-            raise ValueError(f"min_f must be finite, got {self.min_f!r}")
+        validate.number("min_f", self.min_f)
         if self.max_f is not None and not self.max_f > self.min_f:
             raise ValueError(f"max_f must exceed min_f ({self.min_f}), got {self.max_f!r}")
 

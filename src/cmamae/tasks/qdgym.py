@@ -31,12 +31,12 @@ import io
 
 import numpy as np
 
+from cmamae import validate
 from cmamae.tasks import host
 from cmamae.tasks.base import bind, register
 from cmamae.tasks.locomotion import (
     DEFAULT_EPISODE_LENGTH,
     DEFAULT_HIDDEN,
-    _positive_int,
     initial_solution,
 )
 from cmamae.tasks.policies import MLPPolicy
@@ -140,7 +140,7 @@ def qdgym_task(
     """
     if name not in ENVS:
         raise ValueError(f"unknown QDGym task {name!r}; expected one of {sorted(ENVS)}")
-    episode_length = _positive_int("episode_length", episode_length)
+    episode_length = validate.integer("episode_length", episode_length)
     spec = ENVS[name]
     with contextlib.redirect_stderr(io.StringIO()):
         host.require("pybullet_envs.gym_locomotion_envs", EXTRA, f"task {name!r}")

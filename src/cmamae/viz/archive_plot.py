@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 
-from cmamae import rundir
+from cmamae import rundir, validate
 from cmamae.viz._common import measure_names, new_figure, save
 
 CMAP = "viridis"
@@ -294,10 +294,9 @@ def plot_archive(
     Raises:
         rundir.NotARunError: not a run folder, or no archive for that seed.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = validate.integer("seed", seed, 0)
     config = rundir.read_config(run_dir)
-    archive, state = rundir.load_archive(run_dir, int(seed))
+    archive, state = rundir.load_archive(run_dir, seed)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / rundir.PLOT_DIR
     names = measure_names(config, archive.measure_dim)
     stats = summary(archive, state)

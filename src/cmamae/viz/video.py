@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cmamae import validate
+
 #: backend -> (shared library PyOpenGL loads, Debian/Ubuntu package that provides it)
 GL_BACKENDS = {
     "egl": ("EGL", "libegl1 (with libegl-mesa0 for software rendering without a GPU driver)"),
@@ -69,21 +71,17 @@ def gl_candidates() -> list[str]:
 
 
 def check_options(frames=None, fps=None, width=None, height=None, fmt="auto") -> None:
-    """ValueError naming the option for a bad ``frames`` (int >= 1), ``fps`` (> 0),
-    ``width``/``height`` (int in [16, 4096]) or ``fmt`` (one of :data:`FORMATS`)."""
-    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int)):
-        raise ValueError(f"frames must be a positive integer, got {frames!r}")
-    if frames is not None and frames < 1:
-        raise ValueError(f"frames must be a positive integer, got {frames!r}")
-    if fps is not None and (
-        isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < 1e4
-    ):
-        raise ValueError(f"fps must be a number > 0, got {fps!r}")
+    """ValueError naming the option (:mod:`cmamae.validate`'s message) for a bad ``frames``
+    (int >= 1), ``fps`` (frames/s in (0, 10000)), ``width``/``height`` (pixels, int in
+    [16, 4096]) or ``fmt`` (one of :data:`FORMATS`); None means the default."""
+    if frames is not None:
+        validate.integer("frames", frames)
+    if fps is not None:
+        validate.interval("fps", fps, 0, 1e4, open_low=True, open_high=True)
     for name, v in (("width", width), ("height", height)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 16 <= v <= 4096):
-            raise ValueError(f"{name} must be an integer in [16, 4096] pixels, got {v!r}")
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {list(FORMATS)}, got {fmt!r}")
+        if v is not None:
+            validate.integer(name, v, 16, 4096)
+    validate.one_of("format", fmt, FORMATS)
 
 
 def frame_plan(num_states: int, dt: float, frames=None, fps=None) -> tuple[np.ndarray, float]:

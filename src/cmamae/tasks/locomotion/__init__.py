@@ -33,10 +33,6 @@ DEFAULT_HIDDEN = (128, 128)
 BACKENDS = ("auto", "mjx", "native")
 
 
-def _positive_int(name: str, value) -> int:
-    return validate.integer(name, value)
-
-
 def dims(robot: Robot, adaptation=None) -> tuple[int, int]:
     """``(obs_dim, act_dim)`` of ``robot``'s model (loads it)."""
     _mujoco_gl.import_mujoco()  # before anything imports mujoco: an unusable MUJOCO_GL
@@ -148,13 +144,12 @@ def locomotion_task(
     if robot_name not in ROBOTS:
         raise ValueError(f"unknown robot {robot_name!r}; expected one of {sorted(ROBOTS)}")
     robot = ROBOTS[robot_name]
-    episode_length = _positive_int("episode_length", episode_length)
+    episode_length = validate.integer("episode_length", episode_length)
     hidden_sizes = tuple(hidden_sizes)
-    for h in hidden_sizes:
-        _positive_int("hidden_sizes entries", h)
+    for i, h in enumerate(hidden_sizes):
+        validate.integer(f"hidden_sizes[{i}]", h)
     noise = robot.reset_noise_scale if reset_noise_scale is None else reset_noise_scale
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
-        raise ValueError(f"reset_noise_scale must be a number >= 0, got {reset_noise_scale!r}")
+    noise = validate.non_negative("reset_noise_scale", noise)
     adaptation = DEFAULT_ADAPTATION if adapted else Adaptation.none()
     check_threads(threads)
     backend = resolve_backend(backend)
