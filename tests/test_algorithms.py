@@ -192,3 +192,44 @@ def test_old_setting_names_are_upgraded_in_one_place():
     assert algorithms.upgrade_settings("map-elites", {"iso_sigma": 0.1, "sigma": 0.3}) == {
         "sigma": 0.3
     }
+
+
+def test_td3_recipes_take_the_constructors_settings():
+    """The TD3-based recipes' settings are the constructors' (rl.TD3Settings,
+    emitters.PGAMESettings, same names) and reach the emitter they build unchanged."""
+    from cmamae.emitters import PGAMESettings
+    from cmamae.rl import TD3Settings
+    from cmamae.tasks import MLPPolicy
+
+    policy = MLPPolicy((3, 4, 2))
+    task = tasks.Task(
+        name="policy-task",
+        solution_dim=policy.num_params,
+        evaluate=lambda x, key: (x[:, 0], x[:, :1]),
+        measure_names=("m",),
+        measure_ranges=((0.0, 1.0),),
+        archive_dims=(4,),
+        min_f=0.0,
+        max_f=None,
+        initial_solution=lambda key: jax.numpy.zeros(policy.num_params),
+        policy=policy,
+        evaluate_transitions=lambda x, key: None,
+    )
+    td3 = {f.name for f in dataclasses.fields(TD3Settings)}
+    pga = {f.name for f in dataclasses.fields(PGAMESettings)}
+    assert td3 <= set(algorithms.ALGORITHMS.get("cma-mega-td3-es").setting_names())
+    assert td3 | pga <= set(algorithms.ALGORITHMS.get("pga-me").setting_names())
+    over = dict(critic_lr=1e-3, discount=0.9, policy_delay=3, td3_batch_size=32, buffer_size=64)
+    emitter = algorithms.get(
+        "pga-me", task, noise="normal", pg_lr=2e-3, first_iteration_sigma=0.1, **over
+    ).scheduler.emitters[0]
+    td3_built = emitter.td3
+    assert (td3_built.critic_lr, td3_built.discount, td3_built.policy_delay) == (1e-3, 0.9, 3)
+    assert (emitter.td3.batch_size, emitter.buffer_size, emitter.pg_lr) == (32, 64, 2e-3)
+    assert emitter.first_iteration_sigma == 0.1 and emitter.noise == "normal"
+    source = (
+        algorithms.get("cma-mega-td3-es", task, noise="normal", **over).scheduler.emitters[0].source
+    )
+    assert (source.td3.critic_lr, source.td3.batch_size, source.buffer_size) == (1e-3, 32, 64)
+    with pytest.raises(ValueError, match=r"discount must be a number in \[0, 1\], got 1.5"):
+        algorithms.get("pga-me", task, noise="normal", discount=1.5)

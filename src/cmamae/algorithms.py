@@ -57,9 +57,9 @@ from cmamae.emitters.cma_mega_td3 import TD3ArborescenceEmitter, TD3ESGradient
 from cmamae.emitters.gradient_arborescence import GradientArborescenceEmitter
 from cmamae.emitters.gradients import ESGradient, ExactGradient
 from cmamae.emitters.me_es import MEESEmitter
-from cmamae.emitters.pga_me import PGAMEEmitter
+from cmamae.emitters.pga_me import PGAMEEmitter, PGAMESettings
 from cmamae.registry import Registry
-from cmamae.rl import TD3
+from cmamae.rl import TD3, TD3Settings
 from cmamae.scheduler import Scheduler
 
 #: Recipe classes by algorithm name.
@@ -316,7 +316,13 @@ class CMAESRecipe(ESRecipe):
 class MAPElites(Recipe):
     """MAP-Elites with Gaussian mutation: σ = 0.02, batch 100 (REFERENCE.md "The paper's
     setup"); domain "benchmark": σ = 0.5, batch 540 (the CMA-MAE paper as pyribs'
-    ``examples/sphere.py`` runs it)."""
+    ``examples/sphere.py`` runs it).
+
+    Attributes:
+        sigma: σ of the Gaussian mutation, in solution units.
+        batch_size: solutions per iteration (the emitter's ``num_solutions``).
+        noise: the mutation's noise generator ("auto", "table" or "normal").
+    """
 
     sigma: float = 0.02
     batch_size: int = 100
@@ -337,7 +343,14 @@ class MAPElites(Recipe):
 class MAPElitesLine(Recipe):
     """MAP-Elites with iso+line mutation (Vassiliades & Mouret 2018): σ₁ = 0.02, σ₂ = 0.2,
     batch 100; domain "benchmark": σ₁ = 0.5, σ₂ = 0.2, batch 540 (pyribs'
-    ``examples/sphere.py``)."""
+    ``examples/sphere.py``).
+
+    Attributes:
+        iso_sigma, line_sigma: σ₁ of the isotropic Gaussian term and σ₂ of the term along the
+            line between two elites.
+        batch_size: solutions per iteration (the emitter's ``num_solutions``).
+        noise: the operator's noise generator ("auto", "table" or "normal").
+    """
 
     iso_sigma: float = 0.02
     line_sigma: float = 0.2
@@ -418,7 +431,8 @@ class CMAMEGA(Recipe):
 class CMAMEGAES(CMAMEGA):
     """CMA-MEGA (ES) (Tjanaka et al. 2022): :class:`CMAMEGA` with OpenAI-ES gradient
     estimates of ``es_samples`` = 100 mirrored samples of σ ``es_sigma`` = 0.02 (dqd-rl
-    ``sample_batch_size``, ``sample_sigma``)."""
+    ``sample_batch_size``, ``sample_sigma``); ``noise`` is the estimates' noise generator
+    ("auto", "table" or "normal")."""
 
     es_samples: int = 100
     es_sigma: float = 0.02
@@ -441,7 +455,15 @@ class CMAMEGAES(CMAMEGA):
 class MEES(Recipe):
     """ME-ES (Colas et al. 2020) as dqd-rl ran it: 200 samples (REFERENCE.md "The paper's
     setup"), σ = 0.02, Adam step size 0.01 with L2 0.005, novelty of the 10 nearest of up to
-    5,000 archived measures, 10 generations per start (docs/algorithms.md, "me-es")."""
+    5,000 archived measures, 10 generations per start (docs/algorithms.md, "me-es").
+
+    Attributes:
+        num_emitters: ES instances. es_samples: mirrored samples per gradient estimate.
+        es_sigma: σ of the samples. es_learning_rate, l2_coeff: Adam step size of the ES mean
+            and its L2 coefficient. novelty_k: nearest neighbours in the novelty score.
+        steps_per_start: ES generations per start. novelty_capacity: archived measures the
+            novelty score reads. noise: the samples' noise generator.
+    """
 
     num_emitters: int = 1
     es_samples: int = 200
@@ -474,21 +496,20 @@ class MEES(Recipe):
 
 
 # --------------------------------------------------------------------- TD3-based baselines
+def _fields_of(settings_class, obj) -> dict[str, Any]:
+    """``obj``'s values of the fields of the dataclass ``settings_class``, a base of its class."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(settings_class)}
+
+
 @dataclasses.dataclass(frozen=True)
-class TD3Settings:
-    """TD3 as PGA-ME's paper (Nilsson & Cully 2021, table of hyperparameters) and dqd-rl's
-    ``td3.gin``: the fields of :class:`cmamae.rl.TD3` (``td3_batch_size`` is its
-    ``batch_size``) and the replay buffer's size."""
+class TD3RecipeSettings(TD3Settings):
+    """The settings of the TD3-based recipes: TD3's learning settings
+    (:class:`cmamae.rl.TD3Settings`, the same names), ``td3_batch_size`` (TD3's ``batch_size``,
+    transitions per critic update: 256) and ``buffer_size``, the replay capacity in transitions
+    (1,000,000), as PGA-ME's paper (Nilsson & Cully 2021) and dqd-rl's ``td3.gin``."""
 
     buffer_size: int = 1_000_000
     td3_batch_size: int = 256
-    critic_lr: float = 3e-4
-    actor_lr: float = 3e-4
-    discount: float = 0.99
-    tau: float = 0.005
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    policy_delay: int = 2
 
     def _td3(self, task) -> TD3:
         if task.policy is None or task.evaluate_transitions is None:
@@ -497,38 +518,21 @@ class TD3Settings:
                 f"policy; task {task.name!r} has no policy rollouts (use a locomotion task: "
                 "ant, halfcheetah, hopper, walker2d)"
             )
-        return TD3(
-            task.policy,
-            critic_lr=self.critic_lr,
-            actor_lr=self.actor_lr,
-            discount=self.discount,
-            tau=self.tau,
-            policy_noise=self.policy_noise,
-            noise_clip=self.noise_clip,
-            policy_delay=self.policy_delay,
-            batch_size=self.td3_batch_size,
-        )
+        return TD3(task.policy, batch_size=self.td3_batch_size, **_fields_of(TD3Settings, self))
 
 
 @ALGORITHMS.register("pga-me")
 @dataclasses.dataclass(frozen=True)
-class PGAME(Recipe, TD3Settings):
+class PGAME(Recipe, TD3RecipeSettings, PGAMESettings):
     """PGA-ME (Nilsson & Cully 2021) as the scaling paper's baseline run (dqd-rl
     ``pga_me.gin``): batch 100, half iso+line (σ₁ = 0.005, σ₂ = 0.05), half 10 policy-gradient
     steps of lr 1e-3 on batches of 256, 300 critic steps; ``first_iteration_sigma`` = 0.02 is
     the σ of the policy-gradient half while the archive is empty (dqd-rl
-    ``PGAEmitter.sigma0``). Sources per value: docs/algorithms.md."""
+    ``PGAEmitter.sigma0``). Settings: ``batch_size`` (the emitter's ``num_solutions``),
+    ``noise``, :class:`~cmamae.emitters.PGAMESettings` and :class:`TD3RecipeSettings`.
+    Sources per value: docs/algorithms.md."""
 
     batch_size: int = 100
-    proportion_ga: float = 0.5
-    iso_sigma: float = 0.005
-    line_sigma: float = 0.05
-    critic_steps: int = 300
-    pg_steps: int = 10
-    pg_lr: float = 1e-3
-    pg_batch_size: int = 256
-    greedy: bool = True
-    first_iteration_sigma: float = 0.02
     noise: str = "auto"
 
     name = "pga-me"
@@ -537,17 +541,9 @@ class PGAME(Recipe, TD3Settings):
         return PGAMEEmitter(
             td3=self._td3(task),
             num_solutions=self.batch_size,
-            proportion_ga=self.proportion_ga,
-            iso_sigma=self.iso_sigma,
-            line_sigma=self.line_sigma,
-            pg_steps=self.pg_steps,
-            pg_lr=self.pg_lr,
-            pg_batch_size=self.pg_batch_size,
-            critic_steps=self.critic_steps,
             buffer_size=self.buffer_size,
-            greedy=self.greedy,
-            sigma0=self.first_iteration_sigma,
             noise=self.noise,
+            **_fields_of(PGAMESettings, self),
         )
 
     def _samples_per_draw(self) -> int:
@@ -556,10 +552,11 @@ class PGAME(Recipe, TD3Settings):
 
 @ALGORITHMS.register("cma-mega-td3-es")
 @dataclasses.dataclass(frozen=True)
-class CMAMEGATD3ES(CMAMEGAES, TD3Settings):
+class CMAMEGATD3ES(CMAMEGAES, TD3RecipeSettings):
     """CMA-MEGA (TD3, ES) (Tjanaka et al. 2022), dqd-rl's ``cma_mega_td3_es.gin``: one
-    instance, 98 branches plus the greedy actor, 600 critic steps, the TD3 critic's
-    gradients on 65,536 states. Other settings: :class:`CMAMEGAES`, :class:`TD3Settings`."""
+    instance, 98 branches plus the greedy actor (``greedy``), 600 critic steps
+    (``critic_steps``), the TD3 critic's objective gradient on ``gradient_states`` = 65,536
+    replay states. Other settings: :class:`CMAMEGAES`, :class:`TD3RecipeSettings`."""
 
     popsize: int = 98
     greedy: bool = True

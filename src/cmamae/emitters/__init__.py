@@ -12,7 +12,7 @@ from cmamae.emitters.gradient_arborescence import (
 )
 from cmamae.emitters.gradients import ESGradient, ExactGradient, GradientSource
 from cmamae.emitters.me_es import MEESEmitter, MEESState
-from cmamae.emitters.pga_me import PGAMEEmitter, PGAMEState
+from cmamae.emitters.pga_me import PGAMEEmitter, PGAMESettings, PGAMEState
 
 __all__ = [
     "ArborescenceState",
@@ -31,6 +31,7 @@ __all__ = [
     "IsoLineEmitter",
     "MutationEmitterState",
     "PGAMEEmitter",
+    "PGAMESettings",
     "PGAMEState",
     "TD3ArborescenceEmitter",
     "TD3ESGradient",

@@ -9,7 +9,8 @@ Each iteration's batch of ``num_solutions`` policies is split in two:
   ``pg_steps`` Adam steps (learning rate ``pg_lr``) on ``−Q₁(s, π_θ(s))`` over replay states
   (:meth:`cmamae.rl.TD3.improve`), plus the greedy TD3 actor itself (``greedy=True``),
   evaluated and inserted like any offspring (the paper's Algorithm 1, line "add actor").
-  While the archive is empty this half is ``x0 + sigma0 · N(0, I)`` (dqd-rl's PGAEmitter).
+  While the archive is empty this half is ``x0 + first_iteration_sigma · N(0, I)`` (dqd-rl's
+  PGAEmitter's ``sigma0``).
 
 ``tell`` stores the valid transitions of every rollout of the iteration in the replay buffer
 and trains the critics (and, every ``policy_delay`` steps, the greedy actor) for
@@ -45,27 +46,26 @@ class PGAMEState:
     buffer: BufferState
 
 
-@dataclasses.dataclass(frozen=True)
-class PGAMEEmitter(Emitter):
-    """PGA-ME's variation (module docstring). Defaults: the PGA-ME paper's hyperparameters.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PGAMESettings:
+    """PGA-ME's variation settings, keyword-only, with the paper's values (Nilsson & Cully
+    2021; dqd-rl ``pga_me.gin``). :class:`PGAMEEmitter` extends them with the TD3 learner, the
+    batch, the replay capacity and the noise, and the "pga-me" recipe of
+    :mod:`cmamae.algorithms` takes them under the same names. :class:`PGAMEEmitter` checks
+    them.
 
     Attributes:
-        td3: the TD3 learner (:class:`cmamae.rl.TD3`, its ``policy`` the task's policy).
-        num_solutions: batch per iteration (100).
-        proportion_ga: share of the batch made by iso+line (0.5).
+        proportion_ga: share of the batch made by iso+line, in [0, 1] (0.5).
         iso_sigma, line_sigma: σ₁ = 0.005 and σ₂ = 0.05 of the iso+line operator.
         pg_steps: Adam steps per policy-gradient offspring (10).
         pg_lr: their learning rate (1e-3).
         pg_batch_size: replay states per policy-gradient step (256).
         critic_steps: TD3 training steps per iteration (300).
-        buffer_size: replay capacity in transitions (1,000,000).
         greedy: evaluate and insert the greedy actor every iteration (True).
-        sigma0: σ of the first iteration's Gaussian policy-gradient half (0.02).
-        noise: "table" or "normal", the iso+line operator's noise (:mod:`cmamae.es.noise`).
+        first_iteration_sigma: σ of the policy-gradient half while the archive is empty, the
+            first iteration: ``x0 + first_iteration_sigma · N(0, I)`` (0.02).
     """
 
-    td3: TD3
-    num_solutions: int = 100
     proportion_ga: float = 0.5
     iso_sigma: float = 0.005
     line_sigma: float = 0.05
@@ -73,21 +73,36 @@ class PGAMEEmitter(Emitter):
     pg_lr: float = 1e-3
     pg_batch_size: int = 256
     critic_steps: int = 300
-    buffer_size: int = 1_000_000
     greedy: bool = True
-    sigma0: float = 0.02
+    first_iteration_sigma: float = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class PGAMEEmitter(Emitter, PGAMESettings):
+    """PGA-ME's variation (module docstring): the settings of :class:`PGAMESettings`
+    (keyword-only) and
+
+    Attributes:
+        td3: the TD3 learner (:class:`cmamae.rl.TD3`, its ``policy`` the task's policy).
+        num_solutions: batch per iteration (100).
+        buffer_size: replay capacity in transitions (1,000,000).
+        noise: "table" or "normal", the iso+line operator's noise (:mod:`cmamae.es.noise`).
+    """
+
+    td3: TD3
+    num_solutions: int = 100
+    buffer_size: int = 1_000_000
     noise: str = "table"
 
     def __post_init__(self):
         if not isinstance(self.td3, TD3):
             raise ValueError(f"td3 must be a cmamae.rl.TD3, got {type(self.td3).__name__}")
         validate.integer("num_solutions", self.num_solutions, 2)
-        if not 0 <= validate.number("proportion_ga", self.proportion_ga) <= 1:
-            raise ValueError(f"proportion_ga must be in [0, 1], got {self.proportion_ga!r}")
+        validate.interval("proportion_ga", self.proportion_ga, 0, 1)
         for name in ("pg_steps", "pg_batch_size", "critic_steps", "buffer_size"):
             validate.integer(name, getattr(self, name))
         validate.positive("pg_lr", self.pg_lr)
-        validate.positive("sigma0", self.sigma0)
+        validate.positive("first_iteration_sigma", self.first_iteration_sigma)
         if self.num_pg < int(self.greedy):
             raise ValueError(
                 f"proportion_ga={self.proportion_ga} leaves no room in a batch of "
@@ -162,7 +177,8 @@ class PGAMEEmitter(Emitter):
 
     def _gaussian(self, key, state):
         x0 = state.ga.x0
-        return x0 + self.sigma0 * jax.random.normal(key, (self.num_pg, x0.shape[0]), x0.dtype)
+        noise = jax.random.normal(key, (self.num_pg, x0.shape[0]), x0.dtype)
+        return x0 + self.first_iteration_sigma * noise
 
     def _policy_gradient(self, key, state, archive, archive_state):
         k_parents, k_pg = jax.random.split(key)

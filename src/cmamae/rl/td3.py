@@ -54,25 +54,22 @@ class TD3State:
     steps: jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
-class TD3:
-    """Static TD3 settings.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TD3Settings:
+    """TD3's learning settings, keyword-only, with the PGA-ME paper's values (Nilsson & Cully
+    2021, table of hyperparameters; dqd-rl ``td3.gin``). :class:`TD3` extends them with the
+    networks, and the TD3-based recipes of :mod:`cmamae.algorithms` take them under the same
+    names. :class:`TD3` checks them.
 
     Attributes:
-        policy: the actor architecture (the task's ``policy``); its output must lie in
-            ``[-max_action, max_action]`` (the paper's tanh output does for 1).
-        critic_hidden: hidden widths of each critic, ReLU.
-        critic_lr, actor_lr: Adam learning rates of the critics and the greedy actor.
-        discount: γ.
-        tau: soft target update rate τ.
-        policy_noise, noise_clip: target policy smoothing, std and clip (in action units).
-        policy_delay: critic updates per actor and target update.
-        batch_size: transitions per critic update.
-        max_action: actions are clipped to ``±max_action``.
+        critic_lr, actor_lr: Adam learning rates of the critics and the greedy actor (3e-4).
+        discount: γ in [0, 1] (0.99).
+        tau: soft target update rate τ in (0, 1] (0.005).
+        policy_noise, noise_clip: target policy smoothing, std and clip >= 0, in action units
+            (0.2, 0.5).
+        policy_delay: critic updates per actor and target update (2).
     """
 
-    policy: MLPPolicy
-    critic_hidden: tuple[int, ...] = (256, 256)
     critic_lr: float = 3e-4
     actor_lr: float = 3e-4
     discount: float = 0.99
@@ -80,28 +77,41 @@ class TD3:
     policy_noise: float = 0.2
     noise_clip: float = 0.5
     policy_delay: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TD3(TD3Settings):
+    """Static TD3 settings: the networks, the minibatch and the learning settings of
+    :class:`TD3Settings` (keyword-only).
+
+    Attributes:
+        policy: the actor architecture (the task's ``policy``); its output must lie in
+            ``[-max_action, max_action]`` (the paper's tanh output does for 1).
+        critic_hidden: hidden widths of each critic, ReLU ((256, 256)).
+        batch_size: transitions per critic update (256).
+        max_action: actions are clipped to ``±max_action`` (1).
+    """
+
+    policy: MLPPolicy
+    critic_hidden: tuple[int, ...] = (256, 256)
     batch_size: int = 256
     max_action: float = 1.0
 
     def __post_init__(self):
         if not isinstance(self.policy, MLPPolicy):
             raise ValueError(f"policy must be an MLPPolicy, got {type(self.policy).__name__}")
+        validate.positive("critic_lr", self.critic_lr)
+        validate.positive("actor_lr", self.actor_lr)
+        validate.interval("discount", self.discount, 0, 1)
+        validate.interval("tau", self.tau, 0, 1, open_low=True)
+        validate.non_negative("policy_noise", self.policy_noise)
+        validate.non_negative("noise_clip", self.noise_clip)
+        validate.integer("policy_delay", self.policy_delay)
         object.__setattr__(self, "critic_hidden", tuple(self.critic_hidden))
-        for h in self.critic_hidden:
-            validate.integer("critic_hidden entries", h)
-        for name in ("critic_lr", "actor_lr", "tau", "max_action"):
-            validate.positive(name, getattr(self, name))
-        for name in ("policy_delay", "batch_size"):
-            validate.integer(name, getattr(self, name))
-        if not 0 <= self.discount <= 1:
-            raise ValueError(f"discount must be in [0, 1], got {self.discount!r}")
-        if not self.policy_noise >= 0 or not self.noise_clip >= 0:
-            raise ValueError(
-                f"policy_noise and noise_clip must be >= 0, got {self.policy_noise!r}, "
-                f"{self.noise_clip!r}"
-            )
-        if not self.tau <= 1:
-            raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
+        for i, h in enumerate(self.critic_hidden):
+            validate.integer(f"critic_hidden[{i}]", h)
+        validate.integer("batch_size", self.batch_size)
+        validate.positive("max_action", self.max_action)
 
     # ------------------------------------------------------------------ networks
     @property
