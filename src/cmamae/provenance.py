@@ -67,6 +67,7 @@ class Layout:
 
     @property
     def devices(self) -> int:
+        """Devices the layout spans: seed groups × solution shards."""
         return self.seed_groups * self.solution_shards
 
     def mesh(self, scheduler):
@@ -88,6 +89,7 @@ class Layout:
         return mesh
 
     def describe(self) -> str:
+        """The layout in words, e.g. "2 seeds on one device, the compiled loop"."""
         where = "host-side ask/tell" if self.host else "the compiled loop"
         seeds = f"{self.seeds} seed{'s' * (self.seeds != 1)}"
         if self.devices == 1:
@@ -98,10 +100,12 @@ class Layout:
         )
 
     def to_json(self) -> dict:
+        """The fields as a JSON-ready dict (what a run's provenance records)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> Layout:
+        """The layout :meth:`to_json` wrote (keys it does not know are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -252,6 +256,7 @@ class Reproduction:
 
     @property
     def objective_gap(self) -> float:
+        """Objective minus the stored objective (0 when bit for bit)."""
         return float(self.objective - self.stored_objective)
 
     @property

@@ -206,9 +206,9 @@ def split_names(text: str) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- planning
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One run of a sweep: its config, its run folder and what running the sweep does with it:
-    ``"start"`` (no run yet), ``"resume"`` (a run that did not finish, or not yet recorded as
-    finished) or ``"keep"`` (finished)."""
+    """One run of a sweep: its ``config``, its run folder ``run_dir`` and the ``action``
+    running the sweep takes: ``"start"`` (no run yet), ``"resume"`` (a run that did not
+    finish, or not yet recorded as finished) or ``"keep"`` (finished)."""
 
     config: RunConfig
     run_dir: Path
@@ -302,9 +302,9 @@ def _differences(stored: dict, resolved) -> str:
 # --------------------------------------------------------------------------- running
 @dataclasses.dataclass
 class SweepOutcome:
-    """What running a sweep did: ``status`` "finished" (every cell finished and the report is
-    written: ``report`` maps ``"markdown"``, ``"csv"``, ``"curves"`` to its files) or
-    "interrupted" (``report`` None); ``cells`` as :func:`plan` found them."""
+    """What running a sweep in folder ``out`` did: ``status`` "finished" (every cell finished
+    and the report is written: ``report`` maps ``"markdown"``, ``"csv"``, ``"curves"`` to its
+    files) or "interrupted" (``report`` None); ``cells`` as :func:`plan` found them."""
 
     out: Path
     status: str

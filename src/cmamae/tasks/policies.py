@@ -72,10 +72,12 @@ class MLPPolicy:
     # ------------------------------------------------------------------ sizes and layout
     @property
     def obs_dim(self) -> int:
+        """Observation size, the input width (``layer_sizes[0]``)."""
         return self.layer_sizes[0]
 
     @property
     def act_dim(self) -> int:
+        """Action size, the output width (``layer_sizes[-1]``)."""
         return self.layer_sizes[-1]
 
     @property
