@@ -29,19 +29,35 @@ the exponent of the step-size update (Eq. 44) is clipped at +1, and eigenvalues 
 floored at the dtype's smallest positive normal number so that B D and C^{-1/2} stay finite.
 
 Differences from pyribs 0.12's ``CMAEvolutionStrategy`` (the optimizer behind pyribs' CMA-ME and
-CMA-MAE; ``ribs/emitters/opt/_cma_es.py``, after pycma's ``purecma``), all deliberate:
+CMA-MAE; ``ribs/emitters/opt/_cma_es.py``, after pycma's ``purecma``), all deliberate in the
+default ``update="tutorial"``; ``update="pyribs"`` takes pyribs' side of every one:
 
 * pyribs multiplies the rank-one term by c₁ twice (c₁² p_c p_cᵀ, while the decay of C uses c₁),
-  so its rank-one update is ~5000× weaker than Eq. 47's at n = 100; ours is Eq. 47's c₁ p_c p_cᵀ;
+  so its rank-one update is ~5000× weaker than Eq. 47's at n = 100; ours is Eq. 47's c₁ p_c p_cᵀ.
+  Its p_c also sums the steps m' − m in solution units (Eq. 45 sums them divided by σ), and
+  the rank-one term is not divided by σ², so in Eq. 47's terms it is c₁² σ² p_c p_cᵀ (with
+  the σ of each past step);
+* pyribs' c_μ leaves out Eq. 58's 1/4: 2 (μ_eff − 2 + 1/μ_eff) / ((n + 2)² + μ_eff), which is
+  0 for one parent and 2.7× smaller than Eq. 58's for two (selection "filter" with few
+  accepted solutions), 6 % smaller for λ = 20's μ = 10;
 * pyribs has no negative weights (``selection_rule="mu"``: μ positive weights only);
 * pyribs' step size uses ‖p_σ‖²: σ exp(min(1, (c_σ/d_σ)(‖p_σ‖²/n − 1)/2)) and h_σ
   ‖p_σ‖²/n/(1 − (1 − c_σ)^{2g}) < 2 + 4/(n + 1); ours Eq. 44 and the tutorial's h_σ;
-* pyribs decomposes C every ⌊0.5 / (n (c₁ + c_μ))⌋ + 1 generations (3 at n = 100, λ = 36).
+* pyribs decomposes C every ⌊0.5 / (n (c₁ + c_μ))⌋ + 1 generations (3 at n = 100, λ = 36;
+  2 at n = λ = 20), counting every ``tell``, also those without parents.
+
+Under ``update="pyribs"`` a state update equals pyribs' to rounding, fed the same noise,
+ranking and number of parents (tests/emitters/test_cma_es_pyribs_update.py); pyribs' only
+remaining difference is that its stopping test reads the eigenvalues of the previous ``ask``.
 
 Measured on the CMA-MAE paper's LP sphere (benchmarks/results/qd_quality_cpu.md): CMA-MAE
 with ours scores ~4 normalized QD points above pyribs; with c₁² in the rank-one term (and
 nothing else changed) ours drops to pyribs' score, while removing the negative weights changes
-little.
+little. With pyribs' emitter defaults (ranker "2imp", selection "filter") on the sphere of
+docs/coming_from_pyribs.md (n = 20, 5 × 20 solutions, 100 iterations, 12 seeds), the tutorial
+update scores 11 % above pyribs (z = +3.9); pyribs patched to Eq. 47's rank-one term alone
+(c₁ p_c p_cᵀ, p_c in units of σ) scores as ours (z = −0.9), to Eq. 58's c_μ alone z = +1.6,
+and ``update="pyribs"`` scores as pyribs (z = +1.0; the page gives the numbers).
 
 Ranking: solutions are ordered by fitness, highest first (:func:`cmamae.es._common.rank_order`);
 NaN fitness ranks last. Only the ranking enters the update, so NaN never reaches the mean,
@@ -59,6 +75,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmamae import validate
 from cmamae._pytree import pytree_dataclass
 from cmamae.es import _common, _selection
 from cmamae.es.base import ESParams, EvolutionStrategy, param_field
@@ -87,13 +104,18 @@ class CMAParameters:
     eigen_gap: int
 
 
-def _rates(mueff: float, n: int) -> dict[str, float]:
-    """Learning rates and damping for selection mass ``mueff`` in dimension ``n`` (Table 1)."""
+UPDATES = ("tutorial", "pyribs")
+
+
+def _rates(mueff: float, n: int, update: str = "tutorial") -> dict[str, float]:
+    """Learning rates and damping for selection mass ``mueff`` in dimension ``n`` (Table 1);
+    ``update="pyribs"``: pyribs' c_μ, without Eq. 58's 1/4."""
     alpha_cov = 2.0
     c1 = alpha_cov / ((n + 1.3) ** 2 + mueff)  # Eq. 57
+    quarter = 0.25 if update == "tutorial" else 0.0
     cmu = min(  # Eq. 58
         1 - c1,
-        alpha_cov * (0.25 + mueff + 1 / mueff - 2) / ((n + 2) ** 2 + alpha_cov * mueff / 2),
+        alpha_cov * (quarter + mueff + 1 / mueff - 2) / ((n + 2) ** 2 + alpha_cov * mueff / 2),
     )
     cc = (4 + mueff / n) / (n + 4 + 2 * mueff / n)  # Eq. 56
     cs = (mueff + 2) / (n + mueff + 5)  # Eq. 55
@@ -102,17 +124,36 @@ def _rates(mueff: float, n: int) -> dict[str, float]:
 
 
 @functools.lru_cache(maxsize=64)
-def cma_parameters(popsize: int, n: int) -> CMAParameters:
-    """Default strategy parameters for population size ``popsize`` in dimension ``n``."""
+def cma_parameters(popsize: int, n: int, update: str = "tutorial") -> CMAParameters:
+    """Default strategy parameters for population size ``popsize`` in dimension ``n``;
+    ``update="pyribs"``: pyribs' μ = ⌊λ/2⌋ positive weights (zeros after), c_μ and
+    decomposition interval."""
     lam = popsize
     mu = lam // 2
+    if update == "pyribs":
+        weights = _selection.parent_weights(lam)[mu]
+        mueff = float(1 / (weights**2).sum())
+        r = _rates(mueff, n, update)
+        # pyribs' lazy_gap_evals = 0.5 λ / (n (c1 + cμ)), compared with evaluations since the
+        # last decomposition by ">": a decomposition every ⌊0.5 / (n (c1 + cμ))⌋ + 1 tells.
+        eigen_gap = int(0.5 / (n * (r["c1"] + r["cmu"]))) + 1
+        return CMAParameters(
+            n=n,
+            popsize=lam,
+            mu=mu,
+            weights=weights,
+            mueff=mueff,
+            **r,
+            chi_n=_common.expected_norm(n),
+            eigen_gap=eigen_gap,
+        )
     raw = math.log((lam + 1) / 2) - np.log(np.arange(1, lam + 1))  # Eq. 49
     pos, neg = raw[:mu], raw[mu:]
     mueff = float(pos.sum() ** 2 / (pos**2).sum())
     neg_abs_sum = float(np.abs(neg).sum())
     mueff_minus = float(neg.sum() ** 2 / (neg**2).sum()) if neg_abs_sum > 0 else 0.0
     r = _rates(mueff, n)
-    c1, cmu, cc, cs, damps = r["c1"], r["cmu"], r["cc"], r["cs"], r["damps"]
+    c1, cmu = r["c1"], r["cmu"]
 
     # Eq. 53: positive weights sum to 1; negative ones are scaled by min(α_μ⁻, α_μeff⁻, α_posdef⁻).
     alpha_mu_minus = 1 + c1 / cmu
@@ -130,24 +171,20 @@ def cma_parameters(popsize: int, n: int) -> CMAParameters:
         mu=mu,
         weights=weights,
         mueff=mueff,
-        cs=cs,
-        damps=damps,
-        cc=cc,
-        c1=c1,
-        cmu=cmu,
+        **r,
         chi_n=_common.expected_norm(n),
         eigen_gap=eigen_gap,
     )
 
 
 @functools.lru_cache(maxsize=64)
-def cma_parent_table(popsize: int, n: int) -> _selection.ParentTable:
+def cma_parent_table(popsize: int, n: int, update: str = "tutorial") -> _selection.ParentTable:
     """Per-m weights and rates for selection "filter" (m parents, positive weights only, as
-    pyribs): row m has pyribs' weights for m parents, μ_eff and :func:`_rates` of that μ_eff,
-    the coefficient √(c_c (2 − c_c) μ_eff) of Eq. 45, and Σ w = 1."""
+    pyribs): row m has pyribs' weights for m parents, μ_eff and :func:`_rates` of that μ_eff
+    (for ``update``), the coefficient √(c_c (2 − c_c) μ_eff) of Eq. 45, and Σ w = 1."""
 
     def values(mueff: float) -> dict[str, float]:
-        r = _rates(mueff, n)
+        r = _rates(mueff, n, update)
         pc_coef = math.sqrt(r["cc"] * (2 - r["cc"]) * mueff)
         return dict(r, pc_coef=pc_coef, weight_sum=1.0)
 
@@ -176,7 +213,8 @@ class CMAESState:
         C: the covariance matrix ``(n, n)``.
         B: eigenvectors of C as columns ``(n, n)`` (as of the last decomposition).
         D: square roots of the eigenvalues of C ``(n,)`` (as of the last decomposition).
-        pc: evolution path of C ``(n,)``.
+        pc: evolution path of C ``(n,)`` (under ``update="pyribs"`` in solution units: σ
+            times the tutorial's).
         ps: conjugate evolution path of σ ``(n,)``.
         generation: number of ``tell`` calls so far, int32 ``()``.
         eigen_generation: generation of the last eigendecomposition, int32 ``()``.
@@ -197,6 +235,18 @@ class CMAESState:
     noise: jax.Array
 
 
+def _squared_norm_step_size(ps, sigma, generation, dtype, *, cs, damps):
+    """pyribs' (purecma's) σ and h_σ from the updated p_σ ``(n,)``, ``generation`` = g + 1:
+    σ exp(min(1, (c_σ/d_σ)(‖p_σ‖²/n − 1)/2)) and h_σ = [‖p_σ‖²/n / (1 − (1 − c_σ)^{2(g+1)})
+    < 2 + 4/(n + 1)] (as a ``dtype`` 0/1 scalar)."""
+    n = ps.shape[-1]
+    spread = jnp.sum(ps**2) / n
+    sigma = sigma * jnp.exp(jnp.minimum(1.0, (cs / damps) * (spread - 1) / 2))
+    bias = 1 - (1 - cs) ** (2 * generation.astype(dtype))
+    hsig = (spread / bias < 2 + 4 / (n + 1)).astype(dtype)
+    return sigma, hsig
+
+
 def _eigen(C: jax.Array) -> tuple[jax.Array, jax.Array]:
     """B, D of a symmetric C = B diag(D²) Bᵀ, eigenvalues floored at the smallest normal."""
     C = 0.5 * (C + C.T)
@@ -215,6 +265,10 @@ class CMAES(EvolutionStrategy):
         sigma0: initial step size σ₀.
         noise: "auto", "shared", "table" or "normal", see :mod:`cmamae.es._common`.
         c_mean: c_m, the learning rate of the mean (Eq. 42), 1 as in Eq. 54.
+        update: "tutorial" (the default: Hansen's tutorial, active weights) or "pyribs"
+            (pyribs 0.12's ``CMAEvolutionStrategy``: c₁² rank-one term, c_μ without 1/4,
+            no negative weights, σ and h_σ from ‖p_σ‖², its decomposition interval; the
+            module docstring lists the differences and their measured effect).
 
     ``sigma0`` and ``c_mean`` are also data (:class:`CMAESParams`, ``params`` of ``init``
     and ``tell``). The other rates (c_σ, d_σ, c_c, c₁, c_μ) and the weights follow from λ, n
@@ -222,14 +276,19 @@ class CMAES(EvolutionStrategy):
     """
 
     c_mean: float = 1.0
+    update: str = "tutorial"
 
     name: ClassVar[str] = "cma-es"
     weighted_recombination: ClassVar[bool] = True
     params_type: ClassVar[type[ESParams]] = CMAESParams
 
+    def __post_init__(self):
+        super().__post_init__()
+        validate.one_of("update", self.update, UPDATES)
+
     def parameters(self, n: int) -> CMAParameters:
         """Strategy parameters (weights, learning rates) in dimension ``n``."""
-        return cma_parameters(self.popsize, int(n))
+        return cma_parameters(self.popsize, int(n), self.update)
 
     def init(self, key: jax.Array, x0: jax.Array, params: CMAESParams | None = None) -> CMAESState:
         params = self.resolve_params(params)
@@ -265,7 +324,7 @@ class CMAES(EvolutionStrategy):
 
     def parent_table(self, n: int) -> _selection.ParentTable:
         """Weights and rates per number of parents m (selection "filter") in dimension ``n``."""
-        return cma_parent_table(self.popsize, int(n))
+        return cma_parent_table(self.popsize, int(n), self.update)
 
     def tell(
         self,
@@ -276,9 +335,9 @@ class CMAES(EvolutionStrategy):
         params: CMAESParams | None = None,
     ) -> CMAESState:
         """Eqs. 41-47 from the ranked solutions. ``num_parents``: None recombines the ⌊λ/2⌋
-        best with the active weights of Eq. 53; an int32 m (pyribs' "filter") the m best with
-        pyribs' positive weights for m and no negative ones (see the base class). ``params``:
-        reads ``c_mean``."""
+        best with the active weights of Eq. 53 (``update="pyribs"``: positive weights only);
+        an int32 m (pyribs' "filter") the m best with pyribs' positive weights for m and no
+        negative ones (see the base class). ``params``: reads ``c_mean``."""
         c_mean = self.resolve_params(params).c_mean
         n = state.mean.shape[-1]
         solutions, fitness = _common.check_tell_args(self.popsize, n, solutions, fitness)
@@ -313,43 +372,47 @@ class CMAES(EvolutionStrategy):
             mueff=r["mueff"],
             chi_n=p.chi_n,
         )
-        pc = (1 - r["cc"]) * state.pc + hsig * r["pc_coef"] * y_w  # Eq. 45
+        pyribs = self.update == "pyribs"
+        if pyribs:  # the same p_σ; σ and h_σ from ‖p_σ‖²
+            sigma, hsig = _squared_norm_step_size(
+                ps, state.sigma, generation, dtype, cs=r["cs"], damps=r["damps"]
+            )
+        # Eq. 45; pyribs' p_c accumulates the step σ <y>_w in solution units, and its rank-one
+        # term, c₁² p_c p_cᵀ, is not divided by σ².
+        step = state.sigma * y_w if pyribs else y_w
+        pc = (1 - r["cc"]) * state.pc + hsig * r["pc_coef"] * step
 
         z_norm2 = jnp.sum(inv_sqrt_c(y) ** 2, axis=1)
         w_circ = jnp.where(w >= 0, w, w * n / jnp.maximum(z_norm2, tiny))  # Eq. 46
         delta_h = (1 - hsig) * r["cc"] * (2 - r["cc"])
         decay = 1 + r["c1"] * delta_h - r["c1"] - r["cmu"] * r["weight_sum"]
-        C = (
-            decay * state.C + r["c1"] * jnp.outer(pc, pc) + r["cmu"] * (y.T * w_circ) @ y  # Eq. 47
-        )
+        rank_one = r["c1"] ** 2 if pyribs else r["c1"]
+        C = decay * state.C + rank_one * jnp.outer(pc, pc) + r["cmu"] * (y.T * w_circ) @ y  # Eq. 47
         C = 0.5 * (C + C.T)
 
-        if p.eigen_gap == 1:
-            B, D = _eigen(C)
-            eigen_generation = generation
-        else:
-            B, D, eigen_generation = jax.lax.cond(
-                generation - state.eigen_generation >= p.eigen_gap,
-                lambda: (*_eigen(C), generation),
-                lambda: (state.B, state.D, state.eigen_generation),
-            )
-
-        updated = CMAESState(
+        updated = state.replace(
             mean=mean,
             sigma=sigma,
             C=C,
-            B=B,
-            D=D,
             pc=pc,
             ps=ps,
             generation=generation,
-            eigen_generation=eigen_generation,
             fitness_range=_common.fitness_range(fitness).astype(dtype),
-            noise=state.noise,
         )
-        return _selection.hold_without_parents(
+        # Without parents only the counters advance; the decomposition schedule counts every
+        # tell (as pyribs' evaluation count does), so it runs on the state kept.
+        state = _selection.hold_without_parents(
             num_parents, updated, state, ("generation", "fitness_range")
         )
+        if p.eigen_gap == 1:
+            B, D = _eigen(state.C)
+            return state.replace(B=B, D=D, eigen_generation=generation)
+        B, D, eigen_generation = jax.lax.cond(
+            generation - state.eigen_generation >= p.eigen_gap,
+            lambda: (*_eigen(state.C), generation),
+            lambda: (state.B, state.D, state.eigen_generation),
+        )
+        return state.replace(B=B, D=D, eigen_generation=eigen_generation)
 
     def converged(self, state: CMAESState) -> jax.Array:
         """pyribs' ``check_stop``: condition number of C > 1e14, σ √λ_max(C) < 1e-11, or the
