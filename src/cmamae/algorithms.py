@@ -56,7 +56,7 @@ from cmamae.emitters import EvolutionStrategyEmitter, GaussianEmitter, IsoLineEm
 from cmamae.emitters.cma_mega_td3 import TD3ArborescenceEmitter, TD3ESGradient
 from cmamae.emitters.gradient_arborescence import GradientArborescenceEmitter
 from cmamae.emitters.gradients import ESGradient, ExactGradient
-from cmamae.emitters.me_es import MEESEmitter
+from cmamae.emitters.me_es import MEESEmitter, MEESSettings
 from cmamae.emitters.pga_me import PGAMEEmitter, PGAMESettings
 from cmamae.registry import Registry
 from cmamae.rl import TD3, TD3Settings
@@ -450,45 +450,27 @@ class CMAMEGAES(CMAMEGA):
         return self.es_samples
 
 
+def _fields_of(settings_class, obj) -> dict[str, Any]:
+    """``obj``'s values of the fields of the dataclass ``settings_class``, a base of its class."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(settings_class)}
+
+
 @ALGORITHMS.register("me-es")
 @dataclasses.dataclass(frozen=True)
-class MEES(Recipe):
+class MEES(Recipe, MEESSettings):
     """ME-ES (Colas et al. 2020) as dqd-rl ran it: 200 samples (REFERENCE.md "The paper's
     setup"), σ = 0.02, Adam step size 0.01 with L2 0.005, novelty of the 10 nearest of up to
     5,000 archived measures, 10 generations per start (docs/algorithms.md, "me-es").
+    Settings: :class:`~cmamae.emitters.MEESSettings` (the emitter's, same names) and ``noise``,
+    the samples' noise generator ("auto", "table" or "normal")."""
 
-    Attributes:
-        num_emitters: ES instances. es_samples: mirrored samples per gradient estimate.
-        es_sigma: σ of the samples. es_learning_rate, l2_coeff: Adam step size of the ES mean
-            and its L2 coefficient. novelty_k: nearest neighbours in the novelty score.
-        steps_per_start: ES generations per start. novelty_capacity: archived measures the
-            novelty score reads. noise: the samples' noise generator.
-    """
-
-    num_emitters: int = 1
-    es_samples: int = 200
-    es_sigma: float = 0.02
-    es_learning_rate: float = 0.01
-    l2_coeff: float = 0.005
-    novelty_k: int = 10
-    steps_per_start: int = 10
-    novelty_capacity: int = 5000
     noise: str = "auto"
 
     name = "me-es"
 
     def _emitter(self, task):
         return MEESEmitter(
-            measure_dim=task.measure_dim,
-            samples=self.es_samples,
-            sigma=self.es_sigma,
-            learning_rate=self.es_learning_rate,
-            l2_coeff=self.l2_coeff,
-            k=self.novelty_k,
-            steps_per_start=self.steps_per_start,
-            num_emitters=self.num_emitters,
-            novelty_capacity=self.novelty_capacity,
-            noise=self.noise,
+            measure_dim=task.measure_dim, noise=self.noise, **_fields_of(MEESSettings, self)
         )
 
     def _samples_per_draw(self) -> int:
@@ -496,11 +478,6 @@ class MEES(Recipe):
 
 
 # --------------------------------------------------------------------- TD3-based baselines
-def _fields_of(settings_class, obj) -> dict[str, Any]:
-    """``obj``'s values of the fields of the dataclass ``settings_class``, a base of its class."""
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(settings_class)}
-
-
 @dataclasses.dataclass(frozen=True)
 class TD3RecipeSettings(TD3Settings):
     """The settings of the TD3-based recipes: TD3's learning settings

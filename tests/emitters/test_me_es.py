@@ -46,7 +46,7 @@ def _evaluate(x):
 
 
 def test_es_step_exploit_climbs_and_nothing_is_inserted():
-    em = MEESEmitter(measure_dim=2, samples=40, sigma=0.05, steps_per_start=3, noise="normal")
+    em = MEESEmitter(measure_dim=2, es_samples=40, es_sigma=0.05, steps_per_start=3, noise="normal")
     state = em.init(jax.random.key(0), jnp.zeros(N))
     x, state = em.ask_grad(jax.random.key(1), state, ARCHIVE, ARCHIVE.init())
     assert x.shape == (40, N) and em.grad_batch_size == 40 and em.batch_size == 1
@@ -76,7 +76,9 @@ def _run_tells(em, state, astate, steps, key=0):
 
 
 def test_phases_alternate_and_starts_come_from_elites():
-    em = MEESEmitter(measure_dim=2, samples=4, steps_per_start=2, novelty_capacity=16, k=3)
+    em = MEESEmitter(
+        measure_dim=2, es_samples=4, steps_per_start=2, novelty_capacity=16, novelty_k=3
+    )
     state = em.init(jax.random.key(0), jnp.full(N, 0.3))
     astate = ARCHIVE.init()
     elites = jnp.array([[-0.9, -0.9] + [0.0] * 4, [0.9, 0.9] + [0.0] * 4])
@@ -96,7 +98,7 @@ def test_phases_alternate_and_starts_come_from_elites():
 
 
 def test_exploit_start_is_the_best_elite_early_and_explore_prefers_novel_cells():
-    em = MEESEmitter(measure_dim=2, samples=4, novelty_capacity=8, k=1)
+    em = MEESEmitter(measure_dim=2, es_samples=4, novelty_capacity=8, novelty_k=1)
     state = em.init(jax.random.key(0), jnp.zeros(N))
     astate = ARCHIVE.init()
     pts = jnp.zeros((8, N)).at[:, 0].set(jnp.linspace(-0.95, 0.95, 8))
@@ -119,12 +121,14 @@ def test_exploit_start_is_the_best_elite_early_and_explore_prefers_novel_cells()
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="samples"):
-        MEESEmitter(measure_dim=2, samples=5)
+    with pytest.raises(ValueError, match="es_samples must be even"):
+        MEESEmitter(measure_dim=2, es_samples=5)
     with pytest.raises(ValueError, match="measure_dim"):
         MEESEmitter(measure_dim=0)
-    with pytest.raises(ValueError, match="sigma"):
-        MEESEmitter(measure_dim=2, sigma=-1.0)
+    with pytest.raises(ValueError, match="es_sigma"):
+        MEESEmitter(measure_dim=2, es_sigma=-1.0)
+    with pytest.raises(ValueError, match="novelty_k"):
+        MEESEmitter(measure_dim=2, novelty_k=0)
 
 
 def test_recipe_defaults_and_budget_on_sphere():
@@ -145,6 +149,36 @@ def test_recipe_defaults_and_budget_on_sphere():
     np.testing.assert_array_equal(result.final()["evaluations"], [30 * 21] * 2)
     qd = result.metrics["qd_score"]
     assert np.all(qd[:, -1] > qd[:, 0])
+
+
+def test_recipe_takes_the_emitters_settings():
+    """The me-es recipe's settings are MEESSettings' (same names, same defaults) and reach the
+    emitter it builds unchanged; the emitter's own defaults are the recipe's."""
+    import dataclasses
+
+    from cmamae.emitters import MEESSettings
+
+    task = tasks.get("sphere", solution_dim=N, archive_dims=(20, 20))
+    names = {f.name for f in dataclasses.fields(MEESSettings)}
+    assert names <= set(algorithms.ALGORITHMS.get("me-es").setting_names())
+    d = algorithms.defaults("me-es", task)
+    em_default = MEESEmitter(measure_dim=2)
+    assert {n: d[n] for n in names} == {n: getattr(em_default, n) for n in names}
+    over = dict(
+        num_emitters=2,
+        es_samples=8,
+        es_sigma=0.3,
+        es_learning_rate=0.2,
+        l2_coeff=0.0,
+        novelty_k=4,
+        steps_per_start=5,
+        novelty_capacity=32,
+    )
+    (em,) = algorithms.get("me-es", task, noise="normal", **over).scheduler.emitters
+    assert {n: getattr(em, n) for n in names} == over
+    assert (em.measure_dim, em.noise) == (2, "normal")
+    with pytest.raises(ValueError, match="es_samples must be even"):
+        algorithms.get("me-es", task, noise="normal", es_samples=7)
 
 
 @pytest.mark.slow

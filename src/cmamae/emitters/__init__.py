@@ -11,7 +11,7 @@ from cmamae.emitters.gradient_arborescence import (
     GradientArborescenceEmitter,
 )
 from cmamae.emitters.gradients import ESGradient, ExactGradient, GradientSource
-from cmamae.emitters.me_es import MEESEmitter, MEESState
+from cmamae.emitters.me_es import MEESEmitter, MEESSettings, MEESState
 from cmamae.emitters.pga_me import PGAMEEmitter, PGAMESettings, PGAMEState
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "GradientArborescenceEmitter",
     "GradientSource",
     "MEESEmitter",
+    "MEESSettings",
     "MEESState",
     "PrePhaseEmitter",
     "Emitter",

@@ -116,50 +116,65 @@ def novelty(
     return total / jnp.maximum(jnp.sum(finite, axis=-1), 1)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MEESSettings:
+    """ME-ES's settings, keyword-only, with the values the scaling paper's baseline ran (Colas
+    et al. 2020 code ``config.py``; dqd-rl ``me_es.gin``). :class:`MEESEmitter` extends them
+    with the measure dimension, the candidate bound and the noise, and the "me-es" recipe of
+    :mod:`cmamae.algorithms` takes them under the same names. :class:`MEESEmitter` checks them.
+
+    Attributes:
+        num_emitters: ψ, the ES instances (1 in the paper).
+        es_samples: N, mirrored samples per gradient estimate, even (200).
+        es_sigma: σ of the samples, in solution units (0.02).
+        es_learning_rate, l2_coeff: Adam step size of θ (0.01) and the L2 coefficient added to
+            its descent direction (0.005).
+        novelty_k: nearest neighbours in the novelty score (10).
+        steps_per_start: consecutive generations from one starting elite (10).
+        novelty_capacity: measures the novelty archive keeps (ring buffer; 5,000).
+    """
+
+    num_emitters: int = 1
+    es_samples: int = 200
+    es_sigma: float = 0.02
+    es_learning_rate: float = 0.01
+    l2_coeff: float = 0.005
+    novelty_k: int = 10
+    steps_per_start: int = 10
+    novelty_capacity: int = 5000
+
+
 @dataclasses.dataclass(frozen=True)
-class MEESEmitter(PrePhaseEmitter):
-    """ψ ME-ES instances (module docstring); batch ψ, pre-phase ψ N.
+class MEESEmitter(PrePhaseEmitter, MEESSettings):
+    """ψ ME-ES instances (module docstring); batch ψ, pre-phase ψ N: the settings of
+    :class:`MEESSettings` (keyword-only) and
 
     Attributes:
         measure_dim: m, the archive's number of measures.
-        samples: N, even (200).
-        sigma: σ of the samples (0.02).
-        learning_rate, l2_coeff: Adam step size (0.01) and L2 coefficient (0.005).
-        k: novelty neighbours (10).
-        steps_per_start: consecutive generations from one starting elite (10).
-        num_emitters: ψ (1 in the paper).
-        novelty_capacity: measures the novelty archive keeps (ring buffer; 5,000).
-        max_candidates: elites whose novelty is computed when choosing an exploration start.
-        noise: "table" or "normal".
+        max_candidates: elites whose novelty is computed when choosing an exploration start
+            (1,296).
+        noise: "table" or "normal", the samples' noise (:mod:`cmamae.es.noise`).
     """
 
     measure_dim: int
-    samples: int = 200
-    sigma: float = 0.02
-    learning_rate: float = 0.01
-    l2_coeff: float = 0.005
-    k: int = 10
-    steps_per_start: int = 10
-    num_emitters: int = 1
-    novelty_capacity: int = 5000
     max_candidates: int = 1296
     noise: str = "table"
 
     def __post_init__(self):
         for name in (
             "measure_dim",
-            "samples",
-            "k",
+            "es_samples",
+            "novelty_k",
             "steps_per_start",
             "num_emitters",
             "novelty_capacity",
             "max_candidates",
         ):
             validate.integer(name, getattr(self, name))
-        if self.samples % 2:
-            raise ValueError(f"samples must be even (mirrored pairs), got {self.samples}")
-        validate.positive("sigma", self.sigma)
-        validate.positive("learning_rate", self.learning_rate)
+        if self.es_samples % 2:
+            raise ValueError(f"es_samples must be even (mirrored pairs), got {self.es_samples}")
+        validate.positive("es_sigma", self.es_sigma)
+        validate.positive("es_learning_rate", self.es_learning_rate)
         validate.non_negative("l2_coeff", self.l2_coeff)
         check_noise(self.noise)
 
@@ -169,10 +184,10 @@ class MEESEmitter(PrePhaseEmitter):
 
     @property
     def grad_batch_size(self) -> int:
-        return self.num_emitters * self.samples
+        return self.num_emitters * self.es_samples
 
     def _adam(self) -> optax.GradientTransformation:
-        return optax.adam(self.learning_rate)
+        return optax.adam(self.es_learning_rate)
 
     def init(self, key, x0) -> MEESState:
         x0 = validate.vector("x0", x0)
@@ -192,20 +207,20 @@ class MEESEmitter(PrePhaseEmitter):
 
     # ------------------------------------------------------------------ pre-phase
     def ask_grad(self, key, state, archive=None, archive_state=None):
-        x = mirrored_samples(key, state.noise, state.theta, self.samples, self.sigma)
+        x = mirrored_samples(key, state.noise, state.theta, self.es_samples, self.es_sigma)
         return x, state
 
     def tell_grad(self, key, state, archive, archive_state, batch: EvaluatedBatch):
         """The ES step on θ; nothing of the pre-phase is inserted."""
         psi, n = state.theta.shape
-        nov = novelty(batch.measures, state.novelty_measures, state.novelty_count, self.k)
+        nov = novelty(batch.measures, state.novelty_measures, state.novelty_count, self.novelty_k)
         nov = nov.reshape(psi, -1)
         f = batch.objectives.reshape(psi, -1)
         fitness = jnp.where(state.explore[:, None], nov, f)
         util = centered_ranks(fitness)[:, None, :]  # (ψ, 1, N)
-        x = batch.solutions.reshape(psi, self.samples, n)
-        grad = jax.vmap(lambda xs, u: mirrored_gradient(xs, u, self.sigma)[0])(x, util)
-        grad = grad * self.sigma  # Colas et al.: Σ (u⁺ − u⁻) ε / h, not divided by σ
+        x = batch.solutions.reshape(psi, self.es_samples, n)
+        grad = jax.vmap(lambda xs, u: mirrored_gradient(xs, u, self.es_sigma)[0])(x, util)
+        grad = grad * self.es_sigma  # Colas et al.: Σ (u⁺ − u⁻) ε / h, not divided by σ
 
         def adam(theta, opt, g):
             descent = -g + self.l2_coeff * theta
@@ -283,7 +298,10 @@ class MEESEmitter(PrePhaseEmitter):
             cand = jax.lax.top_k(prio, c)[1]
             cand_ok = occ[cand]
         nov = novelty(
-            archive_state.measures[cand], state.novelty_measures, state.novelty_count, self.k
+            archive_state.measures[cand],
+            state.novelty_measures,
+            state.novelty_count,
+            self.novelty_k,
         )
         nov = jnp.where(cand_ok, nov, -jnp.inf)
         top = jax.lax.top_k(nov, min(TOP_NOVEL, c))[1]
