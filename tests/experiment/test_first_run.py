@@ -311,18 +311,19 @@ def _run_counting(*argv, cache: Path) -> dict:
 
 
 def test_second_run_and_resume_load_whole_programs_bitwise(reference, tmp_path):
-    """A second identical run and a resume load the state init and the chunk from the cache
-    (no tracing, lowering or compiling) and end bitwise equal to a run without the cache."""
+    """A second identical run and a resume load the run keys, the state init and the chunk
+    from the cache (no tracing, lowering or compiling) and end bitwise equal to a run without
+    the cache."""
     cache = tmp_path / "cache"
     run = ["run", *SMALL, "--out", str(tmp_path)]
     first = _run_counting(*run, "--name", "first", cache=cache)
-    assert first.get("loaded", 0) == 0 and first["written"] == first["compiled"] == 2
+    assert first.get("loaded", 0) == 0 and first["written"] == first["compiled"] == 3
     assert cache.stat().st_mode & 0o777 == 0o700
     names = sorted(p.name.split("-")[0] for p in (cache / compile_cache.EXECUTABLES).iterdir())
-    assert names == ["init_states", "run_chunk"]
+    assert names == ["init_states", "run_chunk", "seed_keys"]
     assert any(e.startswith("jit_run_chunk") for e in os.listdir(cache))  # JAX's own, too
     second = _run_counting(*run, "--name", "second", cache=cache)
-    assert second == {"loaded": 2}
+    assert second == {"loaded": 3}
     for name in ("first", "second"):
         _assert_same_run(reference, tmp_path / name)
 
@@ -332,7 +333,7 @@ def test_second_run_and_resume_load_whole_programs_bitwise(reference, tmp_path):
         if it > 20:
             path.unlink()
     shutil.rmtree(resumed / rundir.ARCHIVE_DIR)
-    assert _run_counting("run", "--resume", str(resumed), "--quiet", cache=cache) == {"loaded": 2}
+    assert _run_counting("run", "--resume", str(resumed), "--quiet", cache=cache) == {"loaded": 3}
     _assert_same_run(reference, resumed)
 
 
@@ -406,6 +407,17 @@ def test_host_ask_tell_programs_load_bitwise(executables):
     plain = run(None)
     for k in plain:
         assert plain[k].tobytes() == first[k].tobytes() == second[k].tobytes(), k
+
+
+def test_run_keys_from_the_cache_are_the_eager_keys(executables):
+    for seed, seeds in [(0, 1), (7, 3), (2**31 - 1, 2), (2**31, 2)]:
+        resolved = RunConfig(task="sphere", evals=1080, seed=seed, seeds=seeds).build()
+        want = seed_keys(jax.random.key(seed), seeds)
+        for _ in range(2):  # compiled, then loaded (below 2**31)
+            got = runner._seed_keys(resolved, {"t": 1})
+            for g, w in zip(got, want):
+                assert np.array_equal(jax.random.key_data(g), jax.random.key_data(w)), seed
+    assert compile_cache.stats == {"compiled": 3, "written": 3, "loaded": 3}
 
 
 def test_program_context_follows_the_configuration(monkeypatch):
