@@ -16,19 +16,6 @@ import cmamae
 
 API_DOCS = Path(__file__).resolve().parents[1] / "docs" / "api"
 
-#: Missing today in files another helper is editing; the docstrings are proposed to the lead
-#: (the test fails when one of these is fixed, so the entry is removed with the fix).
-PENDING = {
-    "cmamae.experiment.runner.RunOutcome.run_dir (field)",
-    "cmamae.experiment.runner.RunOutcome.status (field)",
-    "cmamae.experiment.runner.RunOutcome.iterations_done (field)",
-    "cmamae.experiment.runner.RunOutcome.resumed_from (field)",
-    "cmamae.experiment.execution.CompiledAdvance.place",
-    "cmamae.experiment.execution.CompiledAdvance.prepare",
-    "cmamae.experiment.execution.HostAdvance.place",
-    "cmamae.experiment.execution.HostAdvance.prepare",
-}
-
 
 def documented_modules() -> list[tuple[str, list[str] | None]]:
     """``(module, members)`` per ``::: module`` directive of docs/api/*.md: ``members`` the
@@ -118,7 +105,4 @@ def test_documented_modules_are_found():
 def test_public_names_have_docstrings():
     missing, read = missing_docstrings()
     assert read > 150  # every documented module was walked
-    new = sorted(set(missing) - PENDING)
-    assert not new, "without a docstring:\n" + "\n".join(new)
-    fixed = sorted(PENDING - set(missing))
-    assert not fixed, "documented now, remove from PENDING:\n" + "\n".join(fixed)
+    assert not missing, "without a docstring:\n" + "\n".join(sorted(missing))

@@ -128,9 +128,12 @@ class CompiledAdvance:
         self._compiled: dict[int, object] = {}
 
     def place(self, states):
+        """``states`` (seeds leading) placed on the mesh (:func:`cmamae.sharding.place`)."""
         return sharding.place(states, self.mesh)
 
     def prepare(self, states, length: int, progress) -> None:
+        """Compile the ``length``-iteration chunk, or load it from the persistent cache, once
+        per length, and tell ``progress`` how long it took."""
         if length not in self._compiled:
             t0 = time.perf_counter()
             self._compiled[length], loaded = compile_cache.load_or_compile(
@@ -204,9 +207,12 @@ class HostAdvance:
         self._programs: dict[tuple, object] = {}  # (name, argument signature) -> compiled
 
     def place(self, states):
+        """``states`` as they are: the host path runs them on the default device."""
         return states
 
     def prepare(self, states, length: int, progress) -> None:
+        """Nothing compiles here; tells ``progress`` when more evaluations failed twice
+        (objective NaN) since the last chunk."""
         failed = getattr(getattr(self.evaluate_seeds, "evaluator", None), "num_failed", 0)
         if failed > self._failed:
             progress.message(f"{failed:,} evaluations failed twice so far (objective NaN)")

@@ -56,7 +56,14 @@ class RunExistsError(ConfigError):
 
 @dataclasses.dataclass
 class RunOutcome:
-    """What a finished (or interrupted) run left behind."""
+    """What a finished (or interrupted) run left behind.
+
+    Attributes:
+        run_dir: the run folder.
+        status: "finished" or "interrupted".
+        iterations_done: iterations completed and saved.
+        resumed_from: the iteration a resumed run started from (None: a fresh start).
+    """
 
     run_dir: Path
     status: str  # "finished" or "interrupted"
