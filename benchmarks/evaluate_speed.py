@@ -25,9 +25,9 @@ import jax
 import numpy as np
 
 from cmamae import rundir
+from cmamae.compiled_loop import evaluate_fn
 from cmamae.experiment import evaluation
 from cmamae.experiment.config import ResolvedRun
-from cmamae.loop import evaluate_fn
 
 
 def _floor(task, scheduler, solutions: np.ndarray, rows: int, repeats: int) -> float:

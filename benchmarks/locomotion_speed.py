@@ -523,12 +523,12 @@ def mode_native(args, out):
 
 
 def _runner_paths(args, threads: int, length: int) -> dict:
-    """The runner's two ways to run a native task (cmamae.experiment.execution): host-side
+    """The runner's two ways to run a native task (cmamae.experiment.advance): host-side
     ask/tell around native_batch.evaluate_seeds (what it uses) and the compiled loop with the
     episodes in a host callback; sep-CMA-MAE, 1 seed, adapted ant, ``--iterations`` iterations
     timed alternately, best of ``--repeats``; first call (compiles) apart."""
-    from cmamae.experiment.execution import CompiledAdvance, HostAdvance, native_evaluate
-    from cmamae.loop import init_states, seed_keys
+    from cmamae.compiled_loop import init_states, seed_keys
+    from cmamae.experiment.advance import CompiledAdvance, HostAdvance, native_evaluate
 
     task = tasks.get(args.task, episode_length=length, backend="native", threads=threads)
     scheduler = algorithms.get("sep-cma-mae", task).scheduler

@@ -14,7 +14,7 @@ which its emitters inherit) and the same archives. pyribs is timed around
 * per call: one call of the compiled, state-donating step per iteration (the host-side
   ask/tell way of driving it); this includes one jit dispatch (~0.1 ms here) and the
   host's wait for the result, which are most of the time at small n;
-* in ``lax.scan``: ``compiled_run`` (:mod:`cmamae.scheduler`), K iterations per call with the
+* in ``lax.scan``: ``compiled_scan`` (:mod:`cmamae.scheduler`), K iterations per call with the
   per-iteration stats it returns, timed per call and divided by K: how ``cmamae.run`` and the
   experiment runner drive it.
 
@@ -40,7 +40,7 @@ import numpy as np
 from cmamae.archives import GridArchive
 from cmamae.emitters import EvolutionStrategyEmitter
 from cmamae.es import SepCMAES
-from cmamae.scheduler import Scheduler, compiled_run
+from cmamae.scheduler import Scheduler, compiled_scan
 
 PSI, LAM, SIGMA0, ALPHA, DIMS = 5, 40, 0.02, 0.001, (10, 10, 10, 10)
 RANGES = [(-0.1, 0.1)] * 4
@@ -63,7 +63,7 @@ def scan_length(n: int) -> int:
 
 def ours(n: int, batching: str, scan: bool):
     """Functions running our iterations (blocking), keyed "call" (one jitted step) and, with
-    ``scan``, "scan" (``scan_length(n)`` iterations in one ``compiled_run``; it returns the
+    ``scan``, "scan" (``scan_length(n)`` iterations in one ``compiled_scan``; it returns the
     wall and CPU seconds per iteration); and the mode "auto" resolved to. Both share one state."""
     archive = GridArchive(
         solution_dim=n,
@@ -82,7 +82,7 @@ def ours(n: int, batching: str, scan: bool):
     )
     scheduler = Scheduler(archive, (emitter,))
     key = jax.random.key(1)
-    # The iteration's key is derived inside the compiled step (as compiled_run does), so a
+    # The iteration's key is derived inside the compiled step (as compiled_scan does), so a
     # call costs one dispatch and no host-side key construction.
     step = jax.jit(
         lambda s: scheduler.step(jax.random.fold_in(key, s.iteration), s, evaluate_jax),
@@ -100,7 +100,7 @@ def ours(n: int, batching: str, scan: bool):
 
         def scanned():
             t, c = time.perf_counter(), time.process_time()
-            box["state"], metrics = compiled_run(scheduler, key, box["state"], evaluate_jax, k)
+            box["state"], metrics = compiled_scan(scheduler, key, box["state"], evaluate_jax, k)
             jax.block_until_ready((box["state"], metrics))
             return (time.perf_counter() - t) / k, (time.process_time() - c) / k
 

@@ -24,8 +24,8 @@ import numpy as np
 from qd_quality import fmt, ribs_scheduler
 
 from cmamae import algorithms, rundir, tasks
-from cmamae.experiment import RunConfig, distributed, start
-from cmamae.experiment.execution import Execution
+from cmamae.experiment import RunConfig, dask_cluster, start
+from cmamae.experiment.advance import Execution
 
 ALGO = "sep-cma-mae"
 
@@ -64,18 +64,18 @@ def main():
     settings = {"episode_length": args.episode_length}
     task = tasks.get(args.task, **settings)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    client = distributed.connect(workers=args.workers)
+    client = dask_cluster.connect(workers=args.workers)
     rows = {}
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
         address = client.scheduler.address
         ours = run_ours(args.task, settings, args.iterations, args.seeds, address, out)
         rows["cmamae"] = (*ours, time.perf_counter() - t)
-    evaluator = distributed.DaskEvaluator(task, client)
+    evaluator = dask_cluster.DaskEvaluator(task, client)
     t = time.perf_counter()
     ribs = np.array([run_ribs_once(task, args.iterations, s, evaluator) for s in range(args.seeds)])
     rows["pyribs"] = (ribs[:, 0], ribs[:, 1], ribs[:, 2], time.perf_counter() - t)
-    distributed.close(client)
+    dask_cluster.close(client)
     batch = algorithms.get(ALGO, task).scheduler.batch_size
     print(f"\n{args.task}, episodes of at most {args.episode_length} steps, {ALGO}, "
           f"{args.iterations} iterations x {batch} = {args.iterations * batch:,} evaluations per "

@@ -40,8 +40,8 @@ import numpy as np
 from qd_quality import ribs_scheduler
 
 from cmamae import algorithms, tasks
-from cmamae.experiment import distributed
-from cmamae.loop import init_states, seed_keys
+from cmamae.compiled_loop import init_states, seed_keys
+from cmamae.experiment import dask_cluster
 from cmamae.scheduler import host_ask, host_tell
 from cmamae.tasks import host, qdgym
 from cmamae.tasks.base import bind
@@ -146,7 +146,7 @@ def main():
     full = tasks.get("qd-ant")
     one_step = tasks.get("qd-ant", episode_length=1)
     short = tasks.get("qd-ant", episode_length=args.iter_length)
-    clients = {w: distributed.connect(workers=w) for w in (1, 2)}
+    clients = {w: dask_cluster.connect(workers=w) for w in (1, 2)}
     for w, c in clients.items():
         c.wait_for_workers(w)
     out: dict = {"load_before": load()}
@@ -154,7 +154,7 @@ def main():
     # 1. scaling over workers
     x = policies(full, args.episodes)
     counting = step_counting(full)
-    evaluators = {w: distributed.DaskEvaluator(counting, c) for w, c in clients.items()}
+    evaluators = {w: dask_cluster.DaskEvaluator(counting, c) for w, c in clients.items()}
     for ev in evaluators.values():  # warm-up: build every worker's simulator
         ev(x[: ev.num_workers], jax.random.key(99))
     rates: dict[int, list[float]] = {1: [], 2: []}
@@ -180,7 +180,7 @@ def main():
     c2 = clients[2]
     our_ask, our_tell = ours_iteration(full)
     rb_ask, rb_tell = ribs_iteration(full)
-    our_eval = distributed.DaskEvaluator(one_step, c2)
+    our_eval = dask_cluster.DaskEvaluator(one_step, c2)
     rb_eval = ribs_dispatch(c2, one_step)
     costs: dict[str, list[dict[str, float]]] = {"ours": [], "pyribs": []}
     for r in range(args.rounds + 1):  # the first round compiles / warms up
@@ -209,7 +209,7 @@ def main():
     # differ, and so do their episodes' lengths (falls end them): throughput is compared in
     # environment steps/s, counted per iteration; evaluations/s is printed too.
     short_counting = step_counting(short)
-    our_short = distributed.DaskEvaluator(short_counting, c2)
+    our_short = dask_cluster.DaskEvaluator(short_counting, c2)
     rb_short = ribs_dispatch(c2, short_counting)
     walls: dict[str, list[float]] = {"ours": [], "pyribs": []}
     steps_done: dict[str, list[float]] = {"ours": [], "pyribs": []}
@@ -246,7 +246,7 @@ def main():
         "bound, since falls end episodes early; the paper: about 7 h for Ant on 100 CPUs)"
     )
     for c in clients.values():
-        distributed.close(c)
+        dask_cluster.close(c)
     out["load_after"] = load()
     print(f"load average after: {out['load_after']}")
     if args.json:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import cmamae
-from cmamae import AskTell, Scheduler, algorithms, compiled_run
+from cmamae import AskTell, Scheduler, algorithms, compiled_scan
 from cmamae.archives import GridArchive
+from cmamae.compiled_loop import run_chunk
 from cmamae.emitters import EvolutionStrategyEmitter, GaussianEmitter
 from cmamae.es import SepCMAES
-from cmamae.loop import run_chunk
 from cmamae.tasks.base import Task
 
 N = 8
@@ -93,7 +93,7 @@ def test_tell_rejects_wrong_batch():
 def test_compiled_run_counts_evaluations_and_improves():
     sched = _scheduler(0.1)
     state = sched.init(jax.random.key(0), jnp.zeros(N))
-    state, metrics = compiled_run(sched, jax.random.key(1), state, evaluate, 30)
+    state, metrics = compiled_scan(sched, jax.random.key(1), state, evaluate, 30)
     assert int(state.evaluations) == 30 * sched.batch_size
     np.testing.assert_array_equal(
         np.asarray(metrics["evaluations"]), np.arange(1, 31) * sched.batch_size
@@ -153,7 +153,7 @@ def test_ask_tell_on_a_jax_task_equals_cmamae_run_bit_for_bit(restart_rule):
     """AskTell, fed the task's own evaluate with its evaluation key, reproduces the compiled
     loop (one seed, the same seed and budget): every leaf of the final state, archives,
     result archive and emitter states, bit for bit; so does the runner's host mode
-    (tests/experiment/test_execution.py)."""
+    (tests/experiment/test_advance.py)."""
     algo = algorithms.get(
         "sep-cma-mae", EXACT, num_emitters=3, popsize=8, restart_rule=restart_rule
     )
@@ -218,7 +218,7 @@ def test_archives_are_updated_in_place(batching):
     one_seed = jax.tree_util.tree_map(lambda a: a[:1], seeds)
     texts = [
         step.lower(jax.random.key(1), state).compile().as_text(),
-        compiled_run.lower(sched, jax.random.key(1), state, evaluate, 3).compile().as_text(),
+        compiled_scan.lower(sched, jax.random.key(1), state, evaluate, 3).compile().as_text(),
         # cmamae.run's chunk: every seed's archives in one (seeds, cells, n) buffer.
         run_chunk.lower(sched, jax.random.split(jax.random.key(1), 2), seeds, evaluate, 3)
         .compile()
@@ -245,6 +245,6 @@ def test_archives_are_updated_in_place(batching):
     )
     before = pointers(state)
     state = step(jax.random.key(1), state)
-    state, _ = compiled_run(sched, jax.random.key(2), state, evaluate, 3)
+    state, _ = compiled_scan(sched, jax.random.key(2), state, evaluate, 3)
     assert pointers(state) == before
     assert int(state.archive.occupied.sum()) > 0

@@ -297,7 +297,7 @@ def _run_config(args):
 
 def _cmd_run(args) -> int:
     from cmamae import experiment
-    from cmamae.experiment.execution import Execution
+    from cmamae.experiment.advance import Execution
 
     execution = Execution(cluster=args.cluster, workers=args.workers, devices=args.devices)
     common = dict(
@@ -325,8 +325,8 @@ def _cmd_sweep(args) -> int:
     import dataclasses
 
     from cmamae.experiment import sweep
+    from cmamae.experiment.advance import Execution
     from cmamae.experiment.config import read_file
-    from cmamae.experiment.execution import Execution
 
     budget = ("evals", "seeds", "seed", "preset", "checkpoint_every", "log_every", "chunk")
     common = dict(

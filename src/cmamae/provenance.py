@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmamae import sharding
+from cmamae import device_mesh
 from cmamae.scheduler import phase_keys
 
 FORMAT = 1
@@ -63,7 +63,7 @@ class Layout:
         if mesh is None:
             return cls(seeds=seeds, host=host)
         shape = mesh.shape
-        return cls(seeds, shape[sharding.SEEDS], shape[sharding.SOLUTIONS], host)
+        return cls(seeds, shape[device_mesh.SEEDS], shape[device_mesh.SOLUTIONS], host)
 
     @property
     def devices(self) -> int:
@@ -81,8 +81,8 @@ class Layout:
                 f"the run was sharded over {self.devices} devices (seeds {self.seed_groups} x "
                 f"solutions {self.solution_shards}); this process has {len(available)}"
             )
-        mesh = sharding.batch_mesh(
-            available[: self.devices], self.seeds, sharding.evaluation_batches(scheduler)
+        mesh = device_mesh.batch_mesh(
+            available[: self.devices], self.seeds, device_mesh.evaluation_batches(scheduler)
         )
         if mesh is None or Layout.of(self.seeds, mesh, self.host) != self:
             raise ValueError(f"cannot rebuild the device layout {self} from {self.devices} devices")
@@ -194,9 +194,10 @@ def evaluation_key(run_key: jax.Array, s: Scoring) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _evaluate_seeds(evaluate: Callable, keys, solutions, mesh=None):
     """``evaluate`` on ``solutions`` ``(seeds, batch, n)`` with ``keys`` ``(seeds,)`` laid
-    out as :func:`cmamae.loop.run_chunk` lays out a chunk's evaluations (one seed without the
-    seed ``vmap``, seed groups on the mesh's "seeds" axis, batches split along "solutions")."""
-    evaluate = sharding.sharded_evaluate(evaluate, mesh)
+    out as :func:`cmamae.compiled_loop.run_chunk` lays out a chunk's evaluations (one seed
+    without the seed ``vmap``, seed groups on the mesh's "seeds" axis, batches split along
+    "solutions")."""
+    evaluate = device_mesh.sharded_evaluate(evaluate, mesh)
 
     def run_seeds(keys, solutions):
         if keys.shape[0] == 1:
@@ -206,7 +207,7 @@ def _evaluate_seeds(evaluate: Callable, keys, solutions, mesh=None):
             out = jax.vmap(evaluate)(solutions, keys)
         return out, jnp.zeros(keys.shape, jnp.int32)  # per_seed_group maps two outputs
 
-    out, _ = sharding.per_seed_group(run_seeds, mesh)(keys, solutions)
+    out, _ = device_mesh.per_seed_group(run_seeds, mesh)(keys, solutions)
     return out
 
 
@@ -216,7 +217,7 @@ def evaluate_like_run(
     """``evaluate(solutions (seeds, batch, n), keys (seeds,))`` in the run's layout; returns
     ``evaluate``'s outputs with a leading seed axis (NumPy)."""
     if mesh is not None:
-        run_keys, solutions = sharding.place((run_keys, solutions), mesh)
+        run_keys, solutions = device_mesh.place((run_keys, solutions), mesh)
     out = _evaluate_seeds(evaluate, run_keys, solutions, mesh)
     return jax.tree_util.tree_map(np.asarray, out)
 
@@ -299,18 +300,19 @@ def reproduce(
     Args:
         task: the run's task.
         scheduler: the run's scheduler (batch sizes).
-        run_keys: ``(seeds,)`` the run's per-seed keys (:func:`cmamae.loop.seed_keys`).
+        run_keys: ``(seeds,)`` the run's per-seed keys (:func:`cmamae.compiled_loop.seed_keys`).
         layout: how the run laid out its evaluations.
         states: one archive state per seed (the result archive) with provenance.
         cells: per seed, the cells to reproduce (occupied, with known provenance).
-        evaluate: the task function the run called (default :func:`cmamae.loop.evaluate_fn`).
+        evaluate: the task function the run called (default
+            :func:`cmamae.compiled_loop.evaluate_fn`).
 
     Returns:
         Per seed, one :class:`Reproduction` per cell, in the order given. Elites scored in the
         same evaluation (iteration and phase, across seeds) share one re-run batch, at their
         rows; rows of no elite hold zeros.
     """
-    from cmamae.loop import evaluate_fn
+    from cmamae.compiled_loop import evaluate_fn
 
     seeds = len(states)
     if seeds != layout.seeds or len(run_keys) != seeds or len(cells) != seeds:

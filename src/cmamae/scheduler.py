@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any
 
 import jax
@@ -279,13 +280,13 @@ class Scheduler:
         state, _ = self.tell(k_tell, state, solutions, *evaluate(solutions, k_eval))
         return state
 
-    def run(self, key: jax.Array, state: SchedulerState, evaluate, iterations: int):
+    def scan(self, key: jax.Array, state: SchedulerState, evaluate, iterations: int):
         """``iterations`` steps in one ``lax.scan``; iteration i uses ``fold_in(key, i)``.
 
         Returns the final state and per-iteration
         metrics: a dict of arrays ``(iterations,)`` with the result archive's stats after each
         iteration and the evaluations so far. Jit it with ``static_argnums`` for ``evaluate``
-        and ``iterations`` (:func:`compiled_run` does, donating the state)."""
+        and ``iterations`` (:func:`compiled_scan` does, donating the state)."""
 
         def body(state, _):
             # The key of an iteration depends only on its index, so splitting a run into
@@ -295,11 +296,16 @@ class Scheduler:
 
         return jax.lax.scan(body, state, None, length=iterations)
 
+    def run(self, key: jax.Array, state: SchedulerState, evaluate, iterations: int):
+        """Deprecated name of :meth:`scan` (``cmamae.run`` runs whole experiments)."""
+        warnings.warn("Scheduler.run is now Scheduler.scan", DeprecationWarning, stacklevel=2)
+        return self.scan(key, state, evaluate, iterations)
+
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _init(scheduler: Scheduler, key, x0) -> SchedulerState:
     # Compiled so that the state's leaves are distinct buffers (the emitters all start from
-    # x0; eager code would alias it), which donating the state to compiled_run requires.
+    # x0; eager code would alias it), which donating the state to compiled_scan requires.
     return scheduler._init(key, x0)
 
 
@@ -352,17 +358,23 @@ def _as_dict(obj) -> dict[str, Any]:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4), donate_argnums=(2,))
+def compiled_scan(scheduler: Scheduler, key, state, evaluate, iterations: int):
+    """:meth:`Scheduler.scan` compiled, with the state's buffers donated (updated in place)."""
+    return scheduler.scan(key, state, evaluate, iterations)
+
+
 def compiled_run(scheduler: Scheduler, key, state, evaluate, iterations: int):
-    """:meth:`Scheduler.run` compiled, with the state's buffers donated (updated in place)."""
-    return scheduler.run(key, state, evaluate, iterations)
+    """Deprecated name of :func:`compiled_scan`."""
+    warnings.warn("compiled_run is now compiled_scan", DeprecationWarning, stacklevel=2)
+    return compiled_scan(scheduler, key, state, evaluate, iterations)
 
 
 # ---------------------------------------------------------------------------- host driver
 def _per_seed(one, seeded: bool):
     """``one`` over a leading seed axis of its arguments when ``seeded``, as the compiled loop
-    (:func:`cmamae.loop.run_chunk`) runs seeds: one seed without the ``vmap`` (its numbers can
-    differ in rounding from a size-1 ``vmap``'s), several under it. Not ``seeded``: ``one``
-    itself, on one seed's unbatched arguments."""
+    (:func:`cmamae.compiled_loop.run_chunk`) runs seeds: one seed without the ``vmap`` (its
+    numbers can differ in rounding from a size-1 ``vmap``'s), several under it. Not
+    ``seeded``: ``one`` itself, on one seed's unbatched arguments."""
     if not seeded:
         return one
 

@@ -121,9 +121,9 @@ def test_needs_a_task_with_transitions():
         cmamae.run(blind, algo, evals=16)
     # Algorithms without a critic evaluate with the plain rollout.
     assert not algorithms.get("map-elites", hopper).scheduler.needs_transitions
-    assert cmamae.loop.evaluate_fn(algo.scheduler, hopper) == hopper.evaluate_transitions
+    assert cmamae.compiled_loop.evaluate_fn(algo.scheduler, hopper) == hopper.evaluate_transitions
     plain = algorithms.get("map-elites", hopper).scheduler
-    assert cmamae.loop.evaluate_fn(plain, hopper) == hopper.evaluate
+    assert cmamae.compiled_loop.evaluate_fn(plain, hopper) == hopper.evaluate
 
 
 @pytest.mark.slow

@@ -22,11 +22,11 @@ import pytest
 
 from cmamae import _mujoco_gl, algorithms, compile_cache, rowsparse, rundir, tasks
 from cmamae.cli import main
+from cmamae.compiled_loop import init_states, seed_keys
 from cmamae.es import noise as es_noise
 from cmamae.experiment import checkpoint, progress, runner
+from cmamae.experiment.advance import HostAdvance
 from cmamae.experiment.config import ResolvedRun, RunConfig
-from cmamae.experiment.execution import HostAdvance
-from cmamae.loop import init_states, seed_keys
 from cmamae.tasks.base import TASKS
 
 # 10-D sphere, 10 x 10 grid, 3 emitters x 8 (batch 24), noise tables (so that checkpoints have
@@ -188,7 +188,7 @@ def _rewrite_as_format_1(path: Path, initial, monkeypatch) -> None:
 
 
 def _initial_of(run: Path):
-    from cmamae.loop import init_states, seed_keys
+    from cmamae.compiled_loop import init_states, seed_keys
 
     resolved = ResolvedRun.from_json(rundir.read_config(run))
     init_keys, _ = seed_keys(jax.random.key(resolved.config.seed), resolved.seeds)

@@ -15,9 +15,9 @@ import pytest
 import cmamae
 from cmamae import algorithms, provenance, rundir, tasks
 from cmamae.cli import main
+from cmamae.compiled_loop import seed_keys
 from cmamae.experiment import RunConfig, evaluation, start
 from cmamae.experiment import replay as replay_lib
-from cmamae.loop import seed_keys
 from cmamae.tasks.base import Task, bind
 
 
@@ -116,7 +116,7 @@ def test_host_task_on_dask_replays_exactly(tmp_path):
     elite replays from its episode argument (reset seed) at its row."""
     pytest.importorskip("distributed")
     pytest.importorskip("pybullet_envs.gym_locomotion_envs")
-    from cmamae.experiment.execution import Execution
+    from cmamae.experiment.advance import Execution
 
     config = RunConfig(
         task="qd-hopper",
@@ -321,7 +321,7 @@ def test_checkpoint_written_before_provenance_still_resumes(tmp_path, algo):
     ckpts = checkpoint.list_checkpoints(run / rundir.CHECKPOINT_DIR)
     assert [it for it, _ in ckpts] == [2, 4]
     resolved = config.build()
-    from cmamae.loop import init_states
+    from cmamae.compiled_loop import init_states
 
     template = jax.eval_shape(
         lambda k: init_states(resolved.algorithm.scheduler, resolved.task, k),

@@ -23,7 +23,7 @@ pytest.importorskip("mujoco.batch", reason="the native backend needs mujoco >= 4
 
 from cmamae import cli, rundir, tasks  # noqa: E402
 from cmamae.experiment import RunConfig, checkpoint, resume, start  # noqa: E402
-from cmamae.experiment.execution import Execution  # noqa: E402
+from cmamae.experiment.advance import Execution  # noqa: E402
 from cmamae.tasks.locomotion import (  # noqa: E402
     ROBOTS,
     backend_of,
@@ -287,11 +287,11 @@ def test_run_folders_record_the_resolved_backend():
 
 def test_devices_are_refused_for_the_native_backend(monkeypatch):
     """A sharded program cannot call the host callback: the runner says so before running."""
-    from cmamae import algorithms, sharding
+    from cmamae import algorithms, device_mesh
     from cmamae.experiment import ConfigError
-    from cmamae.experiment.execution import Execution
+    from cmamae.experiment.advance import Execution
 
-    monkeypatch.setattr(sharding, "resolve_devices", lambda devices: ["cpu:0", "cpu:1"])
+    monkeypatch.setattr(device_mesh, "resolve_devices", lambda devices: ["cpu:0", "cpu:1"])
     task = tasks.get("hopper", episode_length=5, backend="native")
     scheduler = algorithms.get("sep-cma-mae", task).scheduler
     with pytest.raises(ConfigError, match="task.backend=mjx"):
@@ -374,8 +374,8 @@ def test_the_runner_takes_the_host_path_with_the_compiled_loops_numbers():
     """Native runs go through HostAdvance (programs without a host callback, which the
     compile cache keeps); three iterations of two seeds equal the compiled loop's chunk."""
     from cmamae import algorithms
-    from cmamae.experiment.execution import CompiledAdvance, HostAdvance, native_evaluate
-    from cmamae.loop import init_states, seed_keys
+    from cmamae.compiled_loop import init_states, seed_keys
+    from cmamae.experiment.advance import CompiledAdvance, HostAdvance, native_evaluate
 
     task = tasks.get("ant", **TINY)
     scheduler = algorithms.get("sep-cma-mae", task, **TINY_SETTINGS).scheduler
@@ -398,8 +398,8 @@ def test_the_runner_takes_the_host_path_with_the_compiled_loops_numbers():
 
 def test_a_dask_run_of_batched_chunks_equals_the_local_native_run(tmp_path):
     pytest.importorskip("distributed", reason="needs the dask extra")
-    from cmamae.experiment import distributed
-    from cmamae.experiment.execution import Execution
+    from cmamae.experiment import dask_cluster
+    from cmamae.experiment.advance import Execution
 
     host_settings = {k: v for k, v in TINY.items() if k != "backend"}
     common = dict(settings=TINY_SETTINGS, evals=36, seeds=2, checkpoint_every=3, log_every=1)
@@ -409,12 +409,12 @@ def test_a_dask_run_of_batched_chunks_equals_the_local_native_run(tmp_path):
         quiet=True,
         plots=False,
     )
-    client = distributed.connect(workers=2)
+    client = dask_cluster.connect(workers=2)
     try:
         client.wait_for_workers(2, timeout=120)
         task = tasks.get("ant-native", **host_settings)
         x = _policies(task, 9, seed=2)
-        evaluator = distributed.DaskEvaluator(task, client)
+        evaluator = dask_cluster.DaskEvaluator(task, client)
         assert evaluator._batched
         got = evaluator(x, jax.random.key(1))  # chunks of 3: ceil(9 / (2 chunks x 2 workers))
         want = native.evaluate(tasks.get("ant", **TINY), x, jax.random.key(1))
@@ -428,7 +428,7 @@ def test_a_dask_run_of_batched_chunks_equals_the_local_native_run(tmp_path):
             execution=Execution(cluster=client.scheduler.address),
         )
     finally:
-        distributed.close(client)
+        dask_cluster.close(client)
     assert local.iterations_done == remote.iterations_done == 3
     cols = [c for c in rundir.METRIC_COLUMNS if c != "evals_per_s"]
     a, b = rundir.read_metrics(local.run_dir), rundir.read_metrics(remote.run_dir)

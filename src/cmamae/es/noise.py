@@ -72,7 +72,7 @@ def resolve_noise(noise: str, samples: int, n: int, shared: bool = False) -> str
     Measured on the 2-core CPU (jax 0.10; load 3-6 from other jobs, so ±30 %; median ms per
     iteration, table / normal; 100 × 100 grid archive, ψ = 5):
 
-    * compiled loop (``compiled_run``): CMA-ES λ = 20, n = 32 (640 numbers per ask)
+    * compiled loop (``compiled_scan``): CMA-ES λ = 20, n = 32 (640 numbers per ask)
       0.74 / 0.95; sep-CMA-ES λ = 40: n = 32 (1,280) 0.62 / 0.64, n = 100 (4,000)
       0.47 / 0.57, n = 1,000 1.04 / 3.58, n = 3,000 1.50 / 6.2, n = 10^4 3.6 / 20.7. The
       table never loses there.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cmamae import algorithms, tasks, validate
-from cmamae.loop import evaluate_fn
+from cmamae.compiled_loop import evaluate_fn
 from cmamae.tasks.locomotion import resolved_settings
 
 DEFAULT_TASK = "arm"

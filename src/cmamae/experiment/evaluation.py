@@ -121,7 +121,7 @@ class _Episodes:
     Dask evaluator for host tasks."""
 
     def __init__(self, task, scheduler, batch_size: int, evaluator=None):
-        from cmamae.loop import evaluate_fn
+        from cmamae.compiled_loop import evaluate_fn
 
         self.task, self.batch_size, self.evaluator = task, batch_size, evaluator
         self.evaluate = None if task.host_evaluated else evaluate_fn(scheduler, task)
@@ -172,7 +172,7 @@ def reevaluate(
         seed: the evaluation seed (episode keys: :func:`episode_key`).
         batch_size: elites per compiled batch (JAX tasks; default ``scheduler.batch_size``).
         done: earlier results to continue (same states, seed and batch size).
-        evaluator: a :class:`cmamae.experiment.distributed.DaskEvaluator` (host tasks).
+        evaluator: a :class:`cmamae.experiment.dask_cluster.DaskEvaluator` (host tasks).
         on_episode: ``on_episode(results)`` after each episode (saving, progress).
         stop: a ``threading.Event``; when set, returns after the current episode.
 
@@ -465,10 +465,10 @@ def _evaluator(task, cluster, workers):
                 "evaluated in compiled batches"
             )
         return _NoEvaluator()
-    from cmamae.experiment import distributed
+    from cmamae.experiment import dask_cluster
 
-    distributed.check_workers(workers)
-    return distributed.DaskEvaluator(task, cluster=cluster, workers=workers)
+    dask_cluster.check_workers(workers)
+    return dask_cluster.DaskEvaluator(task, cluster=cluster, workers=workers)
 
 
 def describe(summary: dict, run_dir) -> list[str]:

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmamae import provenance, rundir, validate
+from cmamae.compiled_loop import evaluate_fn, seed_keys
 from cmamae.experiment import evaluation
 from cmamae.experiment.config import ConfigError, ResolvedRun
-from cmamae.loop import evaluate_fn, seed_keys
 from cmamae.viz import replay as draw
 from cmamae.viz._common import measure_names
 

@@ -2,10 +2,11 @@
 
 ``start(config, out_root)`` makes ``out_root/<name>/``, writes ``config.json`` and runs;
 ``resume(run_dir)`` continues a run from its newest valid checkpoint. Either way all seeds advance
-together in one compiled ``jit(vmap(lax.scan))`` call per chunk (:mod:`cmamae.loop`); between
-chunks the host appends metrics rows, draws progress and, every ``checkpoint_every`` iterations,
-writes a checkpoint. Iteration ``i`` of a seed always uses the same key (``fold_in``), so a run
-that was killed and resumed ends bitwise equal, on the same machine, to one that never stopped.
+together in one compiled ``jit(vmap(lax.scan))`` call per chunk (:mod:`cmamae.compiled_loop`);
+between chunks the host appends metrics rows, draws progress and, every ``checkpoint_every``
+iterations, writes a checkpoint. Iteration ``i`` of a seed always uses the same key
+(``fold_in``), so a run that was killed and resumed ends bitwise equal, on the same machine, to
+one that never stopped.
 
 Ctrl-C (SIGINT) or SIGTERM: the current chunk finishes, a checkpoint and the archives are
 written and the run stops with status "interrupted"; a second signal aborts at once. A full
@@ -39,12 +40,12 @@ import numpy as np
 
 from cmamae import compile_cache, provenance, rundir
 from cmamae.archives import ArchiveState, with_provenance, without_provenance
+from cmamae.compiled_loop import evaluate_fn, lower_init_states, seed_keys
 from cmamae.es.lm_ma_es import LMMAESState
 from cmamae.experiment import checkpoint
 from cmamae.experiment import progress as progress_lib
+from cmamae.experiment.advance import Execution
 from cmamae.experiment.config import ConfigError, ResolvedRun, RunConfig
-from cmamae.experiment.execution import Execution
-from cmamae.loop import evaluate_fn, lower_init_states, seed_keys
 from cmamae.provenance import Layout
 
 _STAT_COLUMNS = [c for c in rundir.METRIC_COLUMNS if c not in ("seed", "iteration", "evals_per_s")]
@@ -85,7 +86,7 @@ def start(
 
     Raises ConfigError (before touching the disk) for a bad config, RunExistsError when the
     folder exists and ``force`` is False (with ``force`` it is emptied first). ``execution``:
-    where iterations run (devices, Dask cluster; :mod:`cmamae.experiment.execution`)."""
+    where iterations run (devices, Dask cluster; :mod:`cmamae.experiment.advance`)."""
     resolved = config.build()
     execution = execution or Execution()
     execution.validate(resolved.task, resolved.algorithm.scheduler)

@@ -33,8 +33,8 @@ import jax
 
 from cmamae import algorithms, rundir, tasks
 from cmamae.experiment import checkpoint, runner
+from cmamae.experiment.advance import Execution
 from cmamae.experiment.config import ConfigError, RunConfig, parse_value
-from cmamae.experiment.execution import Execution
 
 GRID_FILE = "sweep.json"
 REPORT_DIR = "report"

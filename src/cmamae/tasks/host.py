@@ -4,7 +4,7 @@ A :class:`HostTask` is a :class:`~cmamae.tasks.base.Task` whose ``evaluate`` run
 one episode per solution, so it cannot be traced into the compiled loop (``cmamae.run`` and
 the compiled runner refuse it; the runner drives it with host-side ask/tell instead). Its
 evaluation splits into three picklable, hashable pieces, so that a Dask worker can run any
-subset of a batch (:mod:`cmamae.experiment.distributed`) and get the same numbers:
+subset of a batch (:mod:`cmamae.experiment.dask_cluster`) and get the same numbers:
 
 * ``simulator() -> sim``: builds one simulator; each process keeps one per task alive
   (:func:`simulator_for`), never one per episode;

@@ -4,7 +4,7 @@
 Same model, policy, reward, measures and reset state as the locomotion task of the same robot
 on its native backend (``tasks.get("ant", backend="native")``), but evaluated on the host
 outside the compiled loop, so that a CPU cluster can run them through Dask
-(:mod:`cmamae.experiment.distributed`). Each Dask task is a chunk of the batch, evaluated by
+(:mod:`cmamae.experiment.dask_cluster`). Each Dask task is a chunk of the batch, evaluated by
 the batched engine (:func:`cmamae.tasks.locomotion.native_batch.run_episodes`: one
 simulation per solution of the chunk, stepped on the thread that runs the chunk, so a worker
 with k threads runs k chunks side by side), which gives each solution the numbers of the
@@ -33,7 +33,7 @@ class NativeHostTask(host.HostTask):
         evaluate_chunk: ``evaluate_chunk(solutions (k, n), args (k entries of
             episode_args)) -> (objectives (k,), measures (k, m), failures [(row, text)])``,
             :func:`cmamae.tasks.host.run_episodes`' contract; Dask workers call it
-            (:class:`cmamae.experiment.distributed.DaskEvaluator`).
+            (:class:`cmamae.experiment.dask_cluster.DaskEvaluator`).
     """
 
     evaluate_chunk: Callable[[np.ndarray, Sequence], tuple] | None = None

@@ -707,7 +707,7 @@ def evaluate_seeds(solutions: np.ndarray, keys: jax.Array, **task) -> tuple[np.n
     ``(seeds, batch, num_params)`` (NumPy) and one evaluation key per seed ``(seeds,)`` ->
     objectives ``(seeds, batch)`` and measures ``(seeds, batch, feet)`` (NumPy, in
     ``solutions``' dtype). The host-side runner path's evaluation (:class:`cmamae.experiment.
-    execution.HostAdvance`): the very function ``jax.vmap(evaluate)`` calls back, so the
+    advance.HostAdvance`): the very function ``jax.vmap(evaluate)`` calls back, so the
     same numbers bit for bit, and no program with a host callback to compile (JAX's
     persistent cache keeps none of those)."""
     from cmamae.tasks.locomotion import check_solutions

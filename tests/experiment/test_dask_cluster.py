@@ -17,17 +17,17 @@ pytest.importorskip("distributed", reason="needs the dask extra")
 pytest.importorskip("pybullet_envs.gym_locomotion_envs", reason="needs the qdgym extra")
 
 from cmamae import algorithms, rundir, tasks  # noqa: E402
-from cmamae.experiment import RunConfig, checkpoint, distributed, resume, start  # noqa: E402
-from cmamae.experiment.execution import Execution, HostAdvance, dask_evaluate  # noqa: E402
-from cmamae.loop import init_states, seed_keys  # noqa: E402
+from cmamae.compiled_loop import init_states, seed_keys  # noqa: E402
+from cmamae.experiment import RunConfig, checkpoint, dask_cluster, resume, start  # noqa: E402
+from cmamae.experiment.advance import Execution, HostAdvance, dask_evaluate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def client():
-    c = distributed.connect(workers=2)
+    c = dask_cluster.connect(workers=2)
     c.wait_for_workers(2, timeout=120)
     yield c
-    distributed.close(c)
+    dask_cluster.close(c)
 
 
 def _solutions(task, count, seed=0):
@@ -41,7 +41,7 @@ def test_same_numbers_as_in_process_in_order_and_failures_counted(client, caplog
     x[4, 0] = np.nan  # this episode raises (pybullet asserts finite actions)
     key = jax.random.key(5)
     expected = task.evaluate(x, key)
-    evaluator = distributed.DaskEvaluator(task, client, chunk_size=3)  # uneven chunks
+    evaluator = dask_cluster.DaskEvaluator(task, client, chunk_size=3)  # uneven chunks
     with caplog.at_level("WARNING", logger="cmamae.tasks.host"):
         got = evaluator(x, key)
     for a, b in zip(got, expected):
@@ -60,7 +60,7 @@ def test_native_mujoco_tasks_on_the_cluster_match_native_evaluate(client):
     x = _solutions(task, 5)
     key = jax.random.key(4)
     expected = native.evaluate(tasks.get("walker2d", episode_length=30), x, key)
-    got = distributed.DaskEvaluator(task, client, chunk_size=2)(x, key)
+    got = dask_cluster.DaskEvaluator(task, client, chunk_size=2)(x, key)
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
     assert np.all((got[1] >= 0) & (got[1] <= 1))
@@ -73,7 +73,7 @@ def test_worker_killed_mid_batch_gives_the_same_result(client):
     task = tasks.get("qd-halfcheetah", episode_length=300)
     x = _solutions(task, 32, seed=1)
     key = jax.random.key(2)
-    evaluator = distributed.DaskEvaluator(task, client, chunk_size=2)
+    evaluator = dask_cluster.DaskEvaluator(task, client, chunk_size=2)
     reference = evaluator(x, key)
     pids = client.run(os.getpid)
     victim = sorted(pids.values())[0]
@@ -99,7 +99,7 @@ def test_raising_evaluations_are_counted_and_the_run_goes_on(client):
     task = tasks.get("qd-hopper", episode_length=20)
     scheduler = algorithms.get("sep-cma-mae", task, num_emitters=1, popsize=6).scheduler
     init_keys, run_keys = seed_keys(jax.random.key(0), 1)
-    evaluator = distributed.DaskEvaluator(task, client)
+    evaluator = dask_cluster.DaskEvaluator(task, client)
     on_cluster = dask_evaluate(task, evaluator)
 
     def poisoned(x, keys):  # the first two solutions of every batch make the episode raise
@@ -153,14 +153,14 @@ def test_runner_on_a_cluster_resumes_exactly(client, tmp_path):
 def test_a_cluster_without_workers_fails_instead_of_waiting_forever(monkeypatch):
     import distributed as dask_distributed
 
-    monkeypatch.setattr(distributed, "POLL_S", 0.2)
-    monkeypatch.setattr(distributed, "NO_WORKER_TIMEOUT", 1.0)
+    monkeypatch.setattr(dask_cluster, "POLL_S", 0.2)
+    monkeypatch.setattr(dask_cluster, "NO_WORKER_TIMEOUT", 1.0)
     task = tasks.get("qd-hopper", episode_length=5)
     with (
         dask_distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as lc,
         dask_distributed.Client(lc) as empty,
     ):
         t0 = time.monotonic()
-        with pytest.raises(distributed.ClusterError, match="no worker for 1 s"):
-            distributed.DaskEvaluator(task, empty)(_solutions(task, 2), jax.random.key(0))
+        with pytest.raises(dask_cluster.ClusterError, match="no worker for 1 s"):
+            dask_cluster.DaskEvaluator(task, empty)(_solutions(task, 2), jax.random.key(0))
         assert time.monotonic() - t0 < 30

@@ -15,7 +15,7 @@ import warnings
 import jax
 import pytest
 
-from cmamae import algorithms, sharding, tasks
+from cmamae import algorithms, device_mesh, tasks
 
 
 @pytest.mark.parametrize(
@@ -34,9 +34,9 @@ from cmamae import algorithms, sharding, tasks
     ],
 )
 def test_mesh_shape(count, seeds, batches, shape):
-    assert sharding.mesh_shape(count, seeds, batches) == shape
+    assert device_mesh.mesh_shape(count, seeds, batches) == shape
     devices = jax.devices()[:1]
-    assert sharding.batch_mesh(devices, seeds, batches) is None  # one device: no mesh
+    assert device_mesh.batch_mesh(devices, seeds, batches) is None  # one device: no mesh
 
 
 def test_plan_warns_about_unused_devices_and_keeps_the_errors(monkeypatch):
@@ -46,22 +46,22 @@ def test_plan_warns_about_unused_devices_and_keeps_the_errors(monkeypatch):
     monkeypatch.setattr(jax, "devices", lambda: two)
     monkeypatch.setattr(jax, "local_devices", lambda: two)
     with pytest.warns(UserWarning, match=r"devices: 1 of 2 used .* 525 and 15"):
-        assert sharding.plan("all", 1, scheduler) is None
+        assert device_mesh.plan("all", 1, scheduler) is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert sharding.plan(None, 1, scheduler) is None  # one device asked: nothing unused
+        assert device_mesh.plan(None, 1, scheduler) is None  # one device asked: nothing unused
     with pytest.raises(ValueError, match="devices: 3 requested but only 2"):
-        sharding.plan(3, 1, scheduler)
+        device_mesh.plan(3, 1, scheduler)
     with pytest.raises(ValueError, match="devices must be a positive integer"):
-        sharding.plan("0", 1, scheduler)
+        device_mesh.plan("0", 1, scheduler)
 
 
 _SHARDED = """
 import warnings
 import jax, numpy as np
 from cmamae import algorithms, run, tasks
-from cmamae import sharding
-from cmamae.loop import init_states, run_chunk, seed_keys
+from cmamae import device_mesh
+from cmamae.compiled_loop import init_states, run_chunk, seed_keys
 
 assert len(jax.devices()) == 4
 warnings.simplefilter("error")  # every device asked for is used
@@ -113,10 +113,10 @@ def inspecting(x, key):
     jax.debug.inspect_array_sharding(x, callback=seen.append)
     return task.evaluate(x, key)
 
-mesh = sharding.plan("all", 2, algo.scheduler)
+mesh = device_mesh.plan("all", 2, algo.scheduler)
 init_keys, run_keys = seed_keys(jax.random.key(0), 2)
-states = sharding.place(init_states(algo.scheduler, task, init_keys), mesh)
-args = (algo.scheduler, sharding.place(run_keys, mesh), states, inspecting, 2, mesh)
+states = device_mesh.place(init_states(algo.scheduler, task, init_keys), mesh)
+args = (algo.scheduler, device_mesh.place(run_keys, mesh), states, inspecting, 2, mesh)
 compiled = run_chunk.lower(*args).compile()
 hlo = compiled.as_text()
 # the states come back placed as they went in: the runner's ahead-of-time compiled chunk
@@ -132,7 +132,7 @@ assert "all-gather(" in hlo and "f32[12,10]" in hlo
 x = jax.random.normal(jax.random.key(1), (2, 24, 10)) * 3.0
 keys = jax.random.split(jax.random.key(2), 2)
 whole = jax.jit(jax.vmap(task.evaluate))(x, keys)
-split = jax.jit(jax.vmap(sharding.sharded_evaluate(task.evaluate, mesh), spmd_axis_name="seeds"))
+split = jax.jit(jax.vmap(device_mesh.sharded_evaluate(task.evaluate, mesh), spmd_axis_name="seeds"))
 for a, b in zip(whole, split(x, keys)):
     np.testing.assert_array_equal(a, b)
 
@@ -169,26 +169,26 @@ def test_sharded_runs_give_the_unsharded_metrics():
 
 _ADVANCE = """
 import jax, numpy as np
-from cmamae import sharding
-from cmamae.experiment.execution import CompiledAdvance
-from cmamae.loop import seed_keys
-from test_execution import _run, _small  # on PYTHONPATH (_on_host_devices)
+from cmamae import device_mesh
+from cmamae.experiment.advance import CompiledAdvance
+from cmamae.compiled_loop import seed_keys
+from test_advance import _run, _small  # on PYTHONPATH (_on_host_devices)
 
 assert len(jax.devices()) == 2
 task, scheduler = _small()
 _, run_keys = seed_keys(jax.random.key(0), 4)
-batches = sharding.evaluation_batches(scheduler)
-mesh = sharding.batch_mesh(sharding.resolve_devices("all"), 4, batches)
+batches = device_mesh.evaluation_batches(scheduler)
+mesh = device_mesh.batch_mesh(device_mesh.resolve_devices("all"), 4, batches)
 assert mesh is not None and dict(mesh.shape) == {"seeds": 2, "solutions": 1}
 plain = _run(CompiledAdvance(scheduler, task.evaluate, run_keys), scheduler, task, seeds=4)
-advance = CompiledAdvance(scheduler, task.evaluate, sharding.place(run_keys, mesh), mesh)
+advance = CompiledAdvance(scheduler, task.evaluate, device_mesh.place(run_keys, mesh), mesh)
 sharded = _run(advance, scheduler, task, seeds=4)
 for k in ("num_elites", "evaluations", "num_invalid"):
     np.testing.assert_array_equal(sharded[k], plain[k], err_msg=k)
 for k in ("qd_score", "coverage", "obj_max", "obj_mean"):
     np.testing.assert_allclose(sharded[k], plain[k], rtol=1e-5, err_msg=k)
-# an odd seed count: the devices go to the solutions (tests/experiment/test_sharding.py)
-mesh = sharding.batch_mesh(sharding.resolve_devices("all"), 3, batches)
+# an odd seed count: the devices go to the solutions (tests/experiment/test_device_mesh.py)
+mesh = device_mesh.batch_mesh(device_mesh.resolve_devices("all"), 3, batches)
 assert dict(mesh.shape) == {"seeds": 1, "solutions": 2}
 print("OK", sharded["qd_score"][:, -1])
 """
@@ -207,7 +207,7 @@ process, port = int(sys.argv[1]), sys.argv[2]
 jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process)
 from cmamae import algorithms, run, tasks
 from cmamae.experiment import ConfigError
-from cmamae.experiment.execution import Execution
+from cmamae.experiment.advance import Execution
 
 assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_devices()) == 1
 task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))

@@ -1,6 +1,6 @@
 """Execution modes of the runner: host-side ask/tell reproduces the compiled loop; the compiled
 loop with its seeds sharded over two host devices gives the unsharded metrics (the solutions
-axis: test_sharding.py); bad --devices/--workers/--cluster are one-line errors with exit
+axis: test_device_mesh.py); bad --devices/--workers/--cluster are one-line errors with exit
 status 2."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 
 from cmamae import algorithms, tasks
 from cmamae.cli import main
-from cmamae.experiment.execution import CompiledAdvance, HostAdvance
-from cmamae.loop import init_states, seed_keys
+from cmamae.compiled_loop import init_states, seed_keys
+from cmamae.experiment.advance import CompiledAdvance, HostAdvance
 
 ITERATIONS = 12
 
