@@ -22,8 +22,9 @@ processes at once), so the cache stays off where ``filelock`` cannot be imported
 
 JAX's cache still traces and lowers every program before it can look it up (its key is a hash
 of the lowered module): with it alone a second default or ant run still spent 1.8-2.5 s
-compiling (against 9-14 s the first time), with whole executables 0.8-1.3 s. The runner
-therefore also keeps whole executables (:func:`load_or_compile`, in the ``executables``
+compiling (against 9-14 s the first time), with whole executables 0.8-1.3 s. With
+``CMAMAE_WHOLE_PROGRAMS=on`` (experimental, off by default: :func:`executables_dir` says why)
+the runner also keeps whole executables (:func:`load_or_compile`, in the ``executables``
 subfolder), looked up *before* tracing under a key that names everything a program can depend
 on: the entry format, Python, the host CPU, every installed distribution's version, a hash of
 the cmamae package's files, the JAX backend and devices, JAX's settings and ``XLA_*``/``JAX_*``
@@ -63,12 +64,15 @@ MAX_BYTES = 2 << 30
 #: the bound of the whole-executable subfolder (bytes), on top of :data:`MAX_BYTES`
 MAX_EXECUTABLE_BYTES = 1 << 30
 EXECUTABLES = "executables"  # the subfolder of whole executables
+WHOLE_PROGRAMS_ENV = "CMAMAE_WHOLE_PROGRAMS"  # "on": keep whole executables (experimental)
 _FORMAT = 1  # of an executable entry; a new format gives new keys
 _MAGIC = b"cmamae-executable\n"
 
 #: what :func:`load_or_compile` did in this process: "loaded" (a hit), "compiled" (a miss or no
-#: cache), "written", "unusable" (an entry that did not load), "unserializable"
+#: cache), "written", "unusable" (an entry that did not load), "unserializable", "recompiled" (a
+#: module this process had compiled before: not written)
 stats: collections.Counter = collections.Counter()
+_compiled_modules: set[str] = set()  # hashes of the modules load_or_compile compiled here
 
 _ours: str | None = None  # the folder this module set, None when it set none
 _turned_off = False  # disable() was called: enable("default") does nothing from then on
@@ -182,8 +186,19 @@ _NOT_PROGRAM_SETTINGS = ("cache", "log", "explain", "dump", "traceback", "pprint
 
 
 def executables_dir() -> Path | None:
-    """The folder of whole executables: a subfolder of the cache folder :func:`enable` set
-    (None while it set none: off, or a JAX cache folder configured by the user)."""
+    """The folder of whole executables: a subfolder of the cache folder :func:`enable` set,
+    only with ``CMAMAE_WHOLE_PROGRAMS=on`` (None otherwise: off, or a JAX cache folder
+    configured by the user).
+
+    Off by default: XLA's CPU backend (jaxlib 0.10) can serialize an executable without
+    kernels it shares with programs compiled earlier in the same process, and another process
+    that loads such an entry fails when it runs it ("Function ... not found"); a second
+    ``cmamae sweep`` over the same cells did (tests/experiment/test_first_run.py). Entries of
+    modules compiled twice through :func:`load_or_compile` are already left out, but that did
+    not cover every case. JAX's own cache, which stores a program the first time it compiles
+    and loads it after, did not show the failure."""
+    if os.environ.get(WHOLE_PROGRAMS_ENV, "").strip().lower() not in ("on", "1", "true", "yes"):
+        return None
     return None if _ours is None else Path(_ours) / EXECUTABLES
 
 
@@ -214,9 +229,18 @@ def load_or_compile(
     if compiled is not None:
         stats["loaded"] += 1
         return compiled, True
-    compiled = lower().compile()
+    lowered = lower()
+    module = hashlib.sha256(lowered.as_text().encode()).hexdigest()
+    compiled = lowered.compile()
     stats["compiled"] += 1
-    _write(path, key_text, compiled)
+    if module in _compiled_modules:
+        # XLA's CPU backend serializes a module compiled a second time in one process without
+        # the kernels it reuses from the first compile: the entry would load in another
+        # process and fail when run ("Function ... not found"). Only first compiles are kept.
+        stats["recompiled"] += 1
+    else:
+        _write(path, key_text, compiled)
+    _compiled_modules.add(module)
     return compiled, False
 
 

@@ -297,7 +297,7 @@ sys.exit(code)
 def _run_counting(*argv, cache: Path) -> dict:
     """``cmamae *argv`` in a new process with the compile cache in ``cache``; the counts of
     :data:`cmamae.compile_cache.stats` (whole programs loaded, compiled, written...)."""
-    env = dict(os.environ, CMAMAE_COMPILE_CACHE=str(cache))
+    env = dict(os.environ, CMAMAE_COMPILE_CACHE=str(cache), CMAMAE_WHOLE_PROGRAMS="on")
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     out = subprocess.run(
         [sys.executable, "-c", _RUN_WITH_STATS, *argv],
@@ -342,6 +342,7 @@ def executables(tmp_path, monkeypatch) -> Path:
     """The executable cache in ``tmp_path`` for this (pytest) process, without JAX's own."""
     monkeypatch.setattr(compile_cache, "executables_dir", lambda: tmp_path)
     monkeypatch.setattr(compile_cache, "stats", collections.Counter())
+    monkeypatch.setattr(compile_cache, "_compiled_modules", set())
     return tmp_path
 
 
@@ -359,7 +360,8 @@ def _load(context, x=None, scale=2.0):
 def test_executable_cache_never_returns_another_program(executables, monkeypatch):
     assert not _load({"run": 1}) and _load({"run": 1})
     assert len(list(executables.iterdir())) == 1
-    assert not _load({"run": 2})  # another context (configuration)
+    assert not _load({"run": 2})  # another context (configuration); the same module: not kept
+    assert compile_cache.stats["recompiled"] == 1
     assert not _load({"run": 1}, scale=3.0)  # another static setting
     assert not _load({"run": 1}, x=jnp.arange(4.0))  # another shape
     assert not _load({"run": 1}, x=jnp.arange(3, dtype=jnp.int32))  # another dtype
@@ -370,22 +372,60 @@ def test_executable_cache_never_returns_another_program(executables, monkeypatch
             assert not _load({"run": 1})
     assert _load({"run": 1})
     assert not _load(None) and not _load(None)  # no context: JAX's cache only, nothing kept
-    assert len(list(executables.iterdir())) == 7
+    assert len(list(executables.iterdir())) == 4  # the modules compiled once here
 
 
 def test_a_damaged_or_misplaced_entry_is_compiled_anew(executables):
     assert not _load({"run": 1})
     (a,) = executables.iterdir()
-    assert not _load({"run": 2})
+    assert not _load({"run": 2}, scale=5.0)
     (b,) = set(executables.iterdir()) - {a}
     good = a.read_bytes()
     for damaged in (good[: len(good) // 2], good[:-1] + bytes([good[-1] ^ 1]), b"", b.read_bytes()):
         a.write_bytes(damaged)
+        compile_cache._compiled_modules.clear()  # as in a new process
         with pytest.warns(UserWarning, match="compiling anew"):
             assert not _load({"run": 1})
         assert _load({"run": 1})  # written anew
     assert compile_cache.stats["unusable"] == 4
     assert not list(executables.glob(".tmp-*"))
+
+
+_TWICE = """
+import sys, jax, numpy as np
+from cmamae import compile_cache
+compile_cache.enable(sys.argv[1])
+program = lambda key, x: jax.random.uniform(key, (8,)) * x
+args = (jax.random.key(0), np.float32(2.0))
+for context in (1, 2, 3) if sys.argv[2] == "write" else (2, 1):
+    if sys.argv[2] == "write" and context == 3:
+        jax.clear_caches()  # as a sweep does between runs
+    lower = lambda: jax.jit(program).lower(*args)
+    compiled, loaded = compile_cache.load_or_compile("p", lower, args, {"run": context})
+    np.asarray(compiled(*args))  # runs
+    print(context, "loaded" if loaded else "compiled")
+"""
+
+
+def test_a_module_compiled_twice_in_a_process_is_kept_once(tmp_path):
+    """XLA's CPU backend serializes a module compiled a second time in a process without the
+    kernels the first compile made: another process loading that entry failed when it ran it
+    (the second run of a sweep: "Function ... not found"). Only the first compile is kept."""
+    script = tmp_path / "twice.py"
+    script.write_text(_TWICE)
+    cache = tmp_path / "cache"
+
+    def run(mode):
+        env = dict(os.environ, CMAMAE_WHOLE_PROGRAMS="on")
+        out = subprocess.run(
+            [sys.executable, str(script), str(cache), mode], capture_output=True, text=True, env=env
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.split("\n")[:-1]
+
+    assert run("write") == ["1 compiled", "2 compiled", "3 compiled"]
+    assert len(list((cache / compile_cache.EXECUTABLES).glob("*.exe"))) == 1
+    assert run("read") == ["2 compiled", "1 loaded"]
 
 
 def test_host_ask_tell_programs_load_bitwise(executables):
