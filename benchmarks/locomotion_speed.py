@@ -96,6 +96,26 @@ def _timed(fn, *args, repeats=1):
     return first, best
 
 
+def _interleaved(fns: dict, args: tuple, repeats: int):
+    """Each of ``fns`` (name -> function of ``args``) called once (compiling), then ``repeats``
+    rounds that call each once in turn. Returns, per name: the first call's seconds, the
+    seconds of each round's call, and the policy steps simulated per call (native tasks, whose
+    episodes stop when they end; None for others)."""
+    first, rounds, steps = {}, {name: [] for name in fns}, {}
+    for name, fn in fns.items():
+        with _EpisodeClock() as clock:
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            first[name] = time.perf_counter() - t0
+        steps[name] = clock.steps / clock.calls if clock.calls else None
+    for _ in range(max(repeats, 1)):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            rounds[name].append(time.perf_counter() - t0)
+    return first, rounds, steps
+
+
 def _policies(task, batch, seed=0):
     keys = jax.random.split(jax.random.key(seed), batch)
     return jax.vmap(task.initial_solution)(keys)
@@ -396,7 +416,9 @@ class _EpisodeClock:
 
 
 def mode_native(args, out):
-    """The native backend against MJX (module docstring). Timings: best of ``--repeats``."""
+    """The native backend against MJX (module docstring). Floors: ``--repeats`` rounds that
+    time each function once in turn, rates from the median round, ratios the median of the
+    rounds' ratios (:func:`_interleaved`); end to end: best of ``--repeats``."""
     length, batch = args.episode_length, PSI * LAM
     key = jax.random.key(1)
     rows = []
@@ -407,47 +429,44 @@ def mode_native(args, out):
         rows.append(row)
         print(row, flush=True)
 
+    # The floors are timed in rounds, each function once per round in turn, and every ratio
+    # is the median of the rounds' ratios: this machine's speed moved by 40 % within minutes
+    # (docs/tasks.md), so only numbers taken at the same moment compare.
     mjx_task = tasks.get(args.task, episode_length=length, backend="mjx")
     x = _es_samples(mjx_task, batch)
-    first, best = _timed(jax.jit(mjx_task.evaluate), x, key, repeats=args.repeats)
-    mjx_rate = batch * length / best
-    record(
-        dict(
-            what="floor",
-            backend="mjx",
-            model="adapted",
-            threads="-",
-            compile_s=round(first - best, 1),
-            evals_per_s=round(batch / best, 1),
-            policy_steps_per_s=round(mjx_rate),
-            simulated_steps_per_s=round(mjx_rate),
-        )
-    )
-    floors = {}
+    fns = {("mjx", "adapted", "-"): jax.jit(mjx_task.evaluate)}
     for adapted in (True, False):
-        model = "adapted" if adapted else "as shipped"
         for threads in args.threads:
             task = tasks.get(
                 args.task, episode_length=length, backend="native", adapted=adapted, threads=threads
             )
-            fn = jax.jit(task.evaluate)
-            with _EpisodeClock() as clock:
-                first, best = _timed(fn, x, key, repeats=args.repeats)
-            simulated = clock.steps / clock.calls / best
-            floors[model, threads] = batch * length / best
-            record(
-                dict(
-                    what="floor",
-                    backend="native",
-                    model=model,
-                    threads=threads,
-                    compile_s=round(first - best, 1),
-                    evals_per_s=round(batch / best, 1),
-                    policy_steps_per_s=round(floors[model, threads]),
-                    simulated_steps_per_s=round(simulated),
-                    vs_mjx_floor=round(floors[model, threads] / mjx_rate, 2),
-                )
-            )
+            fns["native", "adapted" if adapted else "as shipped", threads] = jax.jit(task.evaluate)
+    first, rounds, steps = _interleaved(fns, (x, key), args.repeats)
+    mjx_times = rounds["mjx", "adapted", "-"]
+
+    def vs(times, reference):
+        return float(np.median(np.asarray(reference) / np.asarray(times)))
+
+    floors = {}
+    for (backend, model, threads), times in rounds.items():
+        rate = batch * length / float(np.median(times))
+        row = dict(
+            what="floor",
+            backend=backend,
+            model=model,
+            threads=threads,
+            compile_s=round(first[backend, model, threads] - float(np.median(times)), 1),
+            evals_per_s=round(batch * rate / (batch * length), 1),
+            policy_steps_per_s=round(rate),
+        )
+        simulated = steps[backend, model, threads]
+        row["simulated_steps_per_s"] = round(
+            rate if simulated is None else simulated / float(np.median(times))
+        )
+        if backend == "native":
+            floors[model, threads] = times
+            row["vs_mjx_floor"] = round(vs(times, mjx_times), 2)
+        record(row)
     threads, e2e_length = max(args.threads), args.e2e_length or length
     for adapted in (True, False):
         model = "adapted" if adapted else "as shipped"
@@ -513,10 +532,10 @@ def mode_native(args, out):
         )
     record(_runner_paths(args, threads, e2e_length))
     one, most = min(args.threads), max(args.threads)
-    summary = dict(
-        native_floor_vs_mjx_floor=round(floors["adapted", most] / mjx_rate, 2),
-        as_shipped_native_vs_adapted_mjx=round(floors["as shipped", most] / mjx_rate, 2),
-        thread_scaling=round(floors["adapted", most] / floors["adapted", one], 2),
+    summary = dict(  # medians over the rounds of the ratios within a round
+        native_floor_vs_mjx_floor=round(vs(floors["adapted", most], mjx_times), 2),
+        as_shipped_native_vs_adapted_mjx=round(vs(floors["as shipped", most], mjx_times), 2),
+        thread_scaling=round(vs(floors["adapted", most], floors["adapted", one]), 2),
     )
     print(summary, flush=True)
     out["native"] = dict(batch=batch, episode_length=length, rows=rows, summary=summary)
