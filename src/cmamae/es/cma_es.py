@@ -137,34 +137,24 @@ def cma_parameters(popsize: int, n: int, update: str = "tutorial") -> CMAParamet
         # pyribs' lazy_gap_evals = 0.5 λ / (n (c1 + cμ)), compared with evaluations since the
         # last decomposition by ">": a decomposition every ⌊0.5 / (n (c1 + cμ))⌋ + 1 tells.
         eigen_gap = int(0.5 / (n * (r["c1"] + r["cmu"]))) + 1
-        return CMAParameters(
-            n=n,
-            popsize=lam,
-            mu=mu,
-            weights=weights,
-            mueff=mueff,
-            **r,
-            chi_n=_common.expected_norm(n),
-            eigen_gap=eigen_gap,
+    else:
+        raw = math.log((lam + 1) / 2) - np.log(np.arange(1, lam + 1))  # Eq. 49
+        pos, neg = raw[:mu], raw[mu:]
+        mueff = float(pos.sum() ** 2 / (pos**2).sum())
+        neg_abs_sum = float(np.abs(neg).sum())
+        mueff_minus = float(neg.sum() ** 2 / (neg**2).sum()) if neg_abs_sum > 0 else 0.0
+        r = _rates(mueff, n)
+        c1, cmu = r["c1"], r["cmu"]
+
+        # Eq. 53: positive weights sum to 1; negative ones scaled by min(α_μ⁻, α_μeff⁻, α_posdef⁻).
+        alpha_mu_minus = 1 + c1 / cmu
+        alpha_mueff_minus = 1 + 2 * mueff_minus / (mueff + 2)
+        alpha_posdef_minus = (1 - c1 - cmu) / (n * cmu)
+        alpha_minus = min(alpha_mu_minus, alpha_mueff_minus, alpha_posdef_minus)
+        weights = np.concatenate(
+            [pos / pos.sum(), neg * (alpha_minus / neg_abs_sum if neg_abs_sum > 0 else 0.0)]
         )
-    raw = math.log((lam + 1) / 2) - np.log(np.arange(1, lam + 1))  # Eq. 49
-    pos, neg = raw[:mu], raw[mu:]
-    mueff = float(pos.sum() ** 2 / (pos**2).sum())
-    neg_abs_sum = float(np.abs(neg).sum())
-    mueff_minus = float(neg.sum() ** 2 / (neg**2).sum()) if neg_abs_sum > 0 else 0.0
-    r = _rates(mueff, n)
-    c1, cmu = r["c1"], r["cmu"]
-
-    # Eq. 53: positive weights sum to 1; negative ones are scaled by min(α_μ⁻, α_μeff⁻, α_posdef⁻).
-    alpha_mu_minus = 1 + c1 / cmu
-    alpha_mueff_minus = 1 + 2 * mueff_minus / (mueff + 2)
-    alpha_posdef_minus = (1 - c1 - cmu) / (n * cmu)
-    alpha_minus = min(alpha_mu_minus, alpha_mueff_minus, alpha_posdef_minus)
-    weights = np.concatenate(
-        [pos / pos.sum(), neg * (alpha_minus / neg_abs_sum if neg_abs_sum > 0 else 0.0)]
-    )
-
-    eigen_gap = max(1, int(1 / (10 * n * (c1 + cmu))))  # Appendix B.2
+        eigen_gap = max(1, int(1 / (10 * n * (c1 + cmu))))  # Appendix B.2
     return CMAParameters(
         n=n,
         popsize=lam,
