@@ -91,8 +91,9 @@ class Execution:
     @contextlib.contextmanager
     def open(self, scheduler, task, run_keys, evaluate, context=None):
         """The advance for this run (a context: a Dask client is closed on exit). ``context``:
-        what fixes the run's programs, for the executable cache
-        (:func:`cmamae.compile_cache.load_or_compile`; None: JAX's cache only)."""
+        what fixes the run's programs, for the experimental whole-program cache
+        (:func:`cmamae.compile_cache.load_or_compile`; None, or that cache off: JAX's cache
+        only)."""
         self.validate(task, scheduler)
         native = native_evaluate(task, scheduler)
         if native is not None:
@@ -234,7 +235,7 @@ class HostAdvance:
 
     def _run(self, program, *args):
         """``program(self.scheduler, *args)`` (:func:`host_ask` or :func:`host_tell`),
-        compiled once per argument signature, through the executable cache."""
+        compiled once per argument signature (kept whole when the whole-program cache is on)."""
         leaves, treedef = jax.tree_util.tree_flatten(args)
         signature = (program.__name__, treedef) + tuple(
             (a.shape, a.dtype, getattr(a, "weak_type", False), a.sharding) for a in leaves

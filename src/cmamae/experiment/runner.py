@@ -14,10 +14,11 @@ disk stops the run with :class:`~cmamae.experiment.checkpoint.DiskFullError` (on
 file and how to resume); every file written before is intact, so ``--resume`` continues from
 the last checkpoint once there is space.
 
-Compiled programs go to the compile cache (:mod:`cmamae.compile_cache`): the state init, the
-chunks and the host ask/tell as whole executables keyed by the run's resolved configuration
-(:func:`program_context`), so a second identical run or a resume loads them without tracing,
-lowering or compiling; everything else through JAX's persistent cache.
+Compiled programs go to JAX's persistent compilation cache (:mod:`cmamae.compile_cache`), so
+a second run, a resume or a replay of the same setup loads them instead of compiling them.
+With ``CMAMAE_WHOLE_PROGRAMS=on`` (experimental, off by default) the state init, the chunks
+and the host ask/tell are also kept as whole executables keyed by the run's resolved
+configuration (:func:`program_context`), which skips their tracing and lowering too.
 """
 
 from __future__ import annotations
