@@ -24,7 +24,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from cmamae import validate
+from cmamae import _random, validate
 from cmamae._pytree import pytree_dataclass
 from cmamae.emitters.base import Emitter, EvaluatedBatch, sample_parents
 from cmamae.emitters.gaussian import IsoLineEmitter, MutationEmitterState
@@ -177,7 +177,7 @@ class PGAMEEmitter(Emitter, PGAMESettings):
 
     def _gaussian(self, key, state):
         x0 = state.ga.x0
-        noise = jax.random.normal(key, (self.num_pg, x0.shape[0]), x0.dtype)
+        noise = _random.normal(key, (self.num_pg, x0.shape[0]), x0.dtype)
         return x0 + self.first_iteration_sigma * noise
 
     def _policy_gradient(self, key, state, archive, archive_state):

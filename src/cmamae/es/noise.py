@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmamae import validate
+from cmamae import _random, validate
 
 NOISE_KINDS = ("normal", "table")
 #: ``noise`` settings: a generator, or "auto" (:func:`resolve_noise`)
@@ -138,7 +138,7 @@ def standard_normal(key: jax.Array, table: jax.Array, shape: tuple[int, int], dt
     """``shape = (m, n)`` standard-normal samples from the generator ``table`` stands for."""
     m, n = shape
     if table.shape[0] == 0:
-        return jax.random.normal(key, shape, dtype)
+        return _random.normal(key, shape, dtype)
     size = table.shape[0]
     if size < n:
         raise ValueError(f"noise table of {size} entries is shorter than a sample ({n})")

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cmamae import validate
+from cmamae import _random, validate
 from cmamae._pytree import pytree_dataclass
 from cmamae.rl.replay_buffer import Batch, BufferState, ReplayBuffer
 from cmamae.tasks.policies import MLPPolicy
@@ -138,7 +138,7 @@ class TD3(TD3Settings):
             params.append(
                 {
                     "b": jax.random.uniform(kb, (fan_out,), jnp.float32, -bound, bound),
-                    "w": jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -bound, bound),
+                    "w": _random.uniform(kw, (fan_in, fan_out), jnp.float32, -bound, bound),
                 }
             )
         return params
@@ -184,7 +184,7 @@ class TD3(TD3Settings):
         """``mean (Q₁ − y)² + mean (Q₂ − y)²`` with the clipped double-Q target
         ``y = r + γ (1 − done) min_i Q'_i(s', clip(π'(s') + ε))``, ε = clip(N(0, σ̃²), ±c)
         (TD3 paper, eqs. 10 and 15)."""
-        noise = self.policy_noise * jax.random.normal(key, batch.actions.shape)
+        noise = self.policy_noise * _random.normal(key, batch.actions.shape, float)
         noise = jnp.clip(noise, -self.noise_clip, self.noise_clip)
         next_actions = self._act(state.actor_target, batch.next_obs) + noise
         next_actions = jnp.clip(next_actions, -self.max_action, self.max_action)

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from cmamae import _random
+
 ACTIVATIONS = {
     "identity": lambda x: x,
     "linear": lambda x: x,
@@ -105,10 +107,10 @@ class MLPPolicy:
         for k, (fan_in, fan_out) in zip(keys, pairs, strict=True):
             if self.init == "glorot_uniform":
                 a = math.sqrt(6.0 / (fan_in + fan_out))
-                w = jax.random.uniform(k, (fan_in, fan_out), self.dtype, -a, a)
+                w = _random.uniform(k, (fan_in, fan_out), self.dtype, -a, a)
             elif self.init == "glorot_normal":
                 std = math.sqrt(2.0 / (fan_in + fan_out))
-                w = std * jax.random.normal(k, (fan_in, fan_out), self.dtype)
+                w = std * _random.normal(k, (fan_in, fan_out), self.dtype)
             else:
                 w = jnp.zeros((fan_in, fan_out), self.dtype)
             params.append({"b": jnp.zeros((fan_out,), self.dtype), "w": w})
