@@ -73,7 +73,7 @@ def test_every_algorithm_improves_and_respects_budget(name):
     algo = algorithms.get(name, task, **overrides)
     batch = algo.scheduler.batch_size
     result = cmamae.run(
-        task, algo, evals=25 * batch + 3, seeds=2, key=jax.random.key(0), chunk_iterations=10
+        task, algo, evals=25 * batch + 3, seeds=2, key=jax.random.key(0), chunk_iterations=5
     )
     assert result.metrics["qd_score"].shape == (2, 25)
     np.testing.assert_array_equal(result.final()["evaluations"], [25 * batch] * 2)
