@@ -21,18 +21,18 @@ crashed (a segmentation fault in the executable's deserialization, seen with sev
 processes at once), so the cache stays off where ``filelock`` cannot be imported.
 
 JAX's cache still traces and lowers every program before it can look it up (its key is a hash
-of the lowered module): with it alone a second default or ant run still spent 1.8-2.5 s
-compiling (against 9-14 s the first time), with whole executables 0.8-1.3 s. With
-``CMAMAE_WHOLE_PROGRAMS=on`` (experimental, off by default: :func:`executables_dir` says why)
-the runner also keeps whole executables (:func:`load_or_compile`, in the ``executables``
-subfolder), looked up *before* tracing under a key that names everything a program can depend
-on: the entry format, Python, the host CPU, every installed distribution's version, a hash of
-the cmamae package's files, the JAX backend and devices, JAX's settings and ``XLA_*``/``JAX_*``
-environment variables, the caller's context (a run's resolved configuration, only for
-registered cmamae tasks and algorithms), the program's static settings and its arguments'
-shapes, dtypes, shardings and tree structure. A process never reads a half-written entry
-(written to a temporary file, then renamed); an entry that does not load (damaged, checksum
-wrong, from another JAX) is compiled and written anew.
+of the lowered module): with it alone a second default run still spent 1.2-2.5 s compiling
+(against 5-7 s the first time). So the runner also keeps its programs whole
+(:func:`load_or_compile`, in the ``programs`` subfolder; ``CMAMAE_WHOLE_PROGRAMS=off`` turns
+that off): each as JAX exports it (StableHLO), looked up *before* tracing under a key that
+names everything a program can depend on: the entry format, Python, the host CPU, every
+installed distribution's version, a hash of the cmamae package's files, the JAX backend and
+devices, JAX's settings and ``XLA_*``/``JAX_*`` environment variables, the caller's context (a
+run's resolved configuration, only for registered cmamae tasks and algorithms), the program's
+static settings and its arguments' shapes, dtypes, shardings and tree structure. Its compile
+then hits JAX's cache. A process never reads a half-written entry (written to a temporary
+file, then renamed); an entry that does not load (damaged, checksum wrong, from another JAX)
+is traced and written anew.
 """
 
 from __future__ import annotations
@@ -61,18 +61,17 @@ _OFF = ("off", "0", "false", "no", "none")
 MIN_COMPILE_S = 0.1
 #: the cache folder's size bound (bytes); least recently used entries go first
 MAX_BYTES = 2 << 30
-#: the bound of the whole-executable subfolder (bytes), on top of :data:`MAX_BYTES`
-MAX_EXECUTABLE_BYTES = 1 << 30
-EXECUTABLES = "executables"  # the subfolder of whole executables
-WHOLE_PROGRAMS_ENV = "CMAMAE_WHOLE_PROGRAMS"  # "on": keep whole executables (experimental)
-_FORMAT = 1  # of an executable entry; a new format gives new keys
-_MAGIC = b"cmamae-executable\n"
+#: the bound of the whole-program subfolder (bytes), on top of :data:`MAX_BYTES`
+MAX_PROGRAM_BYTES = 1 << 30
+PROGRAMS = "programs"  # the subfolder of whole programs
+WHOLE_PROGRAMS_ENV = "CMAMAE_WHOLE_PROGRAMS"  # "off": no whole programs
+_FORMAT = 2  # of an entry (2: exported StableHLO); a new format gives new keys
+_MAGIC = b"cmamae-exported-program\n"
 
 #: what :func:`load_or_compile` did in this process: "loaded" (a hit), "compiled" (a miss or no
-#: cache), "written", "unusable" (an entry that did not load), "unserializable", "recompiled" (a
-#: module this process had compiled before: not written)
+#: cache), "written", "unusable" (an entry that did not load), "unserializable" (a program JAX
+#: cannot export)
 stats: collections.Counter = collections.Counter()
-_compiled_modules: set[str] = set()  # hashes of the modules load_or_compile compiled here
 
 _ours: str | None = None  # the folder this module set, None when it set none
 _turned_off = False  # disable() was called: enable("default") does nothing from then on
@@ -180,68 +179,116 @@ def _set(folder: str | None) -> None:
     _ours = folder
 
 
-# ------------------------------------------------------------------------ whole executables
+# --------------------------------------------------------------------------- whole programs
 # JAX settings that change where programs are cached or what is logged, not the programs.
 _NOT_PROGRAM_SETTINGS = ("cache", "log", "explain", "dump", "traceback", "pprint", "debug_log")
 
 
-def executables_dir() -> Path | None:
-    """The folder of whole executables: a subfolder of the cache folder :func:`enable` set,
-    only with ``CMAMAE_WHOLE_PROGRAMS=on`` (None otherwise: off, or a JAX cache folder
-    configured by the user).
-
-    Off by default: XLA's CPU backend (jaxlib 0.10) can serialize an executable without
-    kernels it shares with programs compiled earlier in the same process, and another process
-    that loads such an entry fails when it runs it ("Function ... not found"); a second
-    ``cmamae sweep`` over the same cells did (tests/experiment/test_first_run.py). Entries of
-    modules compiled twice through :func:`load_or_compile` are already left out, but that did
-    not cover every case. JAX's own cache, which stores a program the first time it compiles
-    and loads it after, did not show the failure."""
-    if os.environ.get(WHOLE_PROGRAMS_ENV, "").strip().lower() not in ("on", "1", "true", "yes"):
+def programs_dir() -> Path | None:
+    """The folder of whole programs: a subfolder of the cache folder :func:`enable` set
+    (None: no cache, a JAX cache folder configured by the user, or
+    ``CMAMAE_WHOLE_PROGRAMS=off``)."""
+    if os.environ.get(WHOLE_PROGRAMS_ENV, "").strip().lower() in _OFF:
         return None
-    return None if _ours is None else Path(_ours) / EXECUTABLES
+    return None if _ours is None else Path(_ours) / PROGRAMS
 
 
 def load_or_compile(
     name: str,
-    lower: Callable[[], jax.stages.Lowered],
+    fn: Callable,
     args: tuple,
     context: Mapping[str, Any] | None,
     static: Any = None,
-) -> tuple[jax.stages.Compiled, bool]:
-    """The compiled program ``lower().compile()``, loaded from the executable cache when it
-    holds one with the same key, else compiled and stored. Returns ``(compiled, loaded)``.
+    donate_argnums: tuple[int, ...] = (),
+) -> tuple[Callable, bool]:
+    """``fn`` compiled for ``args`` (``jax.jit(fn, donate_argnums=...)``, called like ``fn``),
+    its traced program loaded from the whole-program cache when it holds one under the same
+    key, else traced, stored and compiled. Returns ``(program, loaded)``.
 
-    ``args``: the arguments the program will be called with (a tuple of pytrees of arrays;
-    their shapes, dtypes, shardings and structure are part of the key). ``context``: a
-    JSON-able description that, with cmamae's source and the environment, fixes what
-    ``lower`` traces (e.g. a run's resolved configuration); None for programs that depend on
-    something the key cannot name (user-defined functions): then only JAX's own cache is
-    used. ``static``: the program's other static settings (JSON-able or with a stable
-    ``repr``), e.g. a chunk length."""
-    folder = executables_dir()
-    if folder is None or context is None:
+    An entry is the program as JAX exports it (StableHLO, :mod:`jax.export`), not an
+    executable: a second process skips tracing and lowering, and the compile goes through
+    JAX's persistent cache as every other compile does. (Executables serialized by XLA's CPU
+    backend (jaxlib 0.10) could lack kernels shared with an earlier compile of the process,
+    and another process then failed running them: "Function ... not found".)
+
+    ``fn``: a function of ``args`` alone (its static settings bound), named ``name`` in JAX's
+    cache. ``args``: a tuple of pytrees of arrays (shapes, dtypes, shardings and structure are
+    part of the key). ``context``: a JSON-able description that, with cmamae's source and the
+    environment, fixes what ``fn`` traces (e.g. a run's resolved configuration); None for
+    programs that depend on something the key cannot name (user-defined functions): then only
+    JAX's own cache is used. ``static``: the program's other static settings (JSON-able or
+    with a stable ``repr``), e.g. a chunk length. Programs JAX cannot export (host callbacks)
+    or placed on several devices are compiled without an entry."""
+    folder = programs_dir()
+    leaves, in_tree = jax.tree_util.tree_flatten(args)
+    if folder is None or context is None or not _one_device(leaves):
+        program = _named(name, fn)
         stats["compiled"] += 1
-        return lower().compile(), False
+        return jax.jit(program, donate_argnums=donate_argnums).lower(*args).compile(), False
+    donated = _donated_leaves(args, donate_argnums)
     key_text = _key_text(name, args, context, static)
-    path = folder / f"{name}-{hashlib.sha256(key_text.encode()).hexdigest()}.exe"
-    compiled = _read(path, key_text)
-    if compiled is not None:
+    path = folder / f"{name}-{hashlib.sha256(key_text.encode()).hexdigest()}.stablehlo"
+    found = _read(path, key_text)
+    if found is not None:
+        exported, out_tree = found
         stats["loaded"] += 1
-        return compiled, True
-    lowered = lower()
-    module = hashlib.sha256(lowered.as_text().encode()).hexdigest()
-    compiled = lowered.compile()
+        return _compile_exported(name, exported, out_tree, leaves, donated), True
+    box = {}
+
+    def flat(*flat_args):
+        out = fn(*jax.tree_util.tree_unflatten(in_tree, flat_args))
+        out_leaves, box["out_tree"] = jax.tree_util.tree_flatten(out)
+        return out_leaves
+
     stats["compiled"] += 1
-    if module in _compiled_modules:
-        # XLA's CPU backend serializes a module compiled a second time in one process without
-        # the kernels it reuses from the first compile: the entry would load in another
-        # process and fail when run ("Function ... not found"). Only first compiles are kept.
-        stats["recompiled"] += 1
-    else:
-        _write(path, key_text, compiled)
-    _compiled_modules.add(module)
-    return compiled, False
+    try:
+        exported = jax.export.export(jax.jit(_named(name, flat)))(*leaves)
+        blob = exported.serialize()
+    except Exception:  # noqa: BLE001 - e.g. a host callback: compiled without an entry
+        stats["unserializable"] += 1
+        program = _named(name, fn)
+        return jax.jit(program, donate_argnums=donate_argnums).lower(*args).compile(), False
+    _write(path, key_text, (bytes(blob), box["out_tree"]))
+    return _compile_exported(name, exported, box["out_tree"], leaves, donated), False
+
+
+def _named(name: str, fn: Callable) -> Callable:
+    """``fn`` under the name JAX gives its program (``jit_<name>``)."""
+
+    def program(*args):
+        return fn(*args)
+
+    program.__name__ = program.__qualname__ = name
+    return program
+
+
+def _one_device(leaves) -> bool:
+    sharding = [getattr(a, "sharding", None) for a in leaves]
+    return all(s is None or len(s.device_set) == 1 for s in sharding)
+
+
+def _donated_leaves(args: tuple, donate_argnums: tuple[int, ...]) -> tuple[int, ...]:
+    """The flat-leaf positions of the arguments ``donate_argnums`` of ``args``."""
+    donated, offset = [], 0
+    for i, arg in enumerate(args):
+        count = len(jax.tree_util.tree_leaves(arg))
+        if i in donate_argnums:
+            donated += range(offset, offset + count)
+        offset += count
+    return tuple(donated)
+
+
+def _compile_exported(name, exported, out_tree, leaves, donated: tuple[int, ...]) -> Callable:
+    """The exported program compiled (through JAX's persistent cache) for ``leaves``, called
+    with the original argument pytrees and returning the original output pytree."""
+    program = jax.jit(_named(name, exported.call), donate_argnums=donated)
+    compiled = program.lower(*leaves).compile()
+
+    def call(*args):
+        out = compiled(*jax.tree_util.tree_leaves(args))
+        return jax.tree_util.tree_unflatten(out_tree, out)
+
+    return call
 
 
 def _key_text(name: str, args: tuple, context: Mapping[str, Any], static: Any) -> str:
@@ -340,11 +387,9 @@ def _package_hash() -> str:
     return digest.hexdigest()
 
 
-def _read(path: Path, key_text: str) -> jax.stages.Compiled | None:
-    """The executable stored at ``path`` under ``key_text``; None when there is none or it
-    does not load (damaged, another key, another JAX): then it is written anew."""
-    from jax.experimental import serialize_executable
-
+def _read(path: Path, key_text: str):
+    """``(exported, out_tree)`` stored at ``path`` under ``key_text``; None when there is
+    none or it does not load (damaged, another key, another JAX): then it is written anew."""
     try:
         data = path.read_bytes()
     except OSError:
@@ -355,10 +400,10 @@ def _read(path: Path, key_text: str) -> jax.stages.Compiled | None:
             data[len(_MAGIC) : header]
         ):
             raise ValueError("damaged (checksum)")
-        stored_key, serialized, in_tree, out_tree = pickle.loads(zlib.decompress(data[header:]))
+        stored_key, blob, out_tree = pickle.loads(zlib.decompress(data[header:]))
         if stored_key != key_text:
             raise ValueError("another program's key")
-        compiled = serialize_executable.deserialize_and_load(serialized, in_tree, out_tree)
+        exported = jax.export.deserialize(bytearray(blob))
     except Exception as err:  # noqa: BLE001 - any unusable entry is recompiled, never fatal
         import warnings
 
@@ -369,22 +414,13 @@ def _read(path: Path, key_text: str) -> jax.stages.Compiled | None:
         os.utime(path)  # recently used: evicted last
     except OSError:
         pass
-    return compiled
+    return exported, out_tree
 
 
-def _write(path: Path, key_text: str, compiled: jax.stages.Compiled) -> None:
-    """Store ``compiled`` at ``path`` (a temporary file renamed into place, so that readers
-    see the whole entry or none); programs JAX cannot serialize are left out."""
-    from jax.experimental import serialize_executable
-
-    try:
-        serialized, in_tree, out_tree = serialize_executable.serialize(compiled)
-        payload = zlib.compress(pickle.dumps((key_text, serialized, in_tree, out_tree)), 1)
-    # e.g. a host callback, captured constants, or (XLA's CPU backend) a program compiled
-    # a second time in this process ("`LessThan` is not serializable")
-    except Exception:  # noqa: BLE001
-        stats["unserializable"] += 1
-        return
+def _write(path: Path, key_text: str, entry: tuple) -> None:
+    """Store ``entry`` (the serialized export and the output tree) at ``path``: a temporary
+    file renamed into place, so that readers see the whole entry or none."""
+    payload = zlib.compress(pickle.dumps((key_text, *entry)), 1)
     try:
         path.parent.mkdir(mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -402,7 +438,7 @@ def _write(path: Path, key_text: str, compiled: jax.stages.Compiled) -> None:
 
 
 def _evict(folder: Path) -> None:
-    """Hold ``folder`` to :data:`MAX_EXECUTABLE_BYTES`, least recently used entries first;
+    """Hold ``folder`` to :data:`MAX_PROGRAM_BYTES`, least recently used entries first;
     temporary files of processes that died mid-write (older than an hour) go too."""
     entries = []
     for path in folder.iterdir():
@@ -417,7 +453,7 @@ def _evict(folder: Path) -> None:
         entries.append((st.st_mtime, st.st_size, path))
     total = sum(size for _, size, _ in entries)
     for _, size, path in sorted(entries, key=lambda e: e[0]):
-        if total <= MAX_EXECUTABLE_BYTES:
+        if total <= MAX_PROGRAM_BYTES:
             break
         path.unlink(missing_ok=True)
         total -= size

@@ -99,12 +99,6 @@ def init_states(scheduler: Scheduler, task, init_keys: jax.Array) -> SchedulerSt
     return _init_seeds(scheduler, task.initial_solution, init_keys)
 
 
-def lower_init_states(scheduler: Scheduler, task, init_keys: jax.Array) -> jax.stages.Lowered:
-    """:func:`init_states` traced and lowered for ``init_keys``; its compiled program is
-    called with ``init_keys`` alone."""
-    return _init_seeds.lower(scheduler, task.initial_solution, init_keys)
-
-
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _init_seeds(scheduler: Scheduler, initial_solution: Callable, keys):
     return jax.vmap(lambda key: init_state(scheduler, key, initial_solution))(keys)

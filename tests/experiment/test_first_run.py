@@ -319,7 +319,7 @@ def test_second_run_and_resume_load_whole_programs_bitwise(reference, tmp_path):
     first = _run_counting(*run, "--name", "first", cache=cache)
     assert first.get("loaded", 0) == 0 and first["written"] == first["compiled"] == 3
     assert cache.stat().st_mode & 0o777 == 0o700
-    names = sorted(p.name.split("-")[0] for p in (cache / compile_cache.EXECUTABLES).iterdir())
+    names = sorted(p.name.split("-")[0] for p in (cache / compile_cache.PROGRAMS).iterdir())
     assert names == ["init_states", "run_chunk", "seed_keys"]
     assert any(e.startswith("jit_run_chunk") for e in os.listdir(cache))  # JAX's own, too
     second = _run_counting(*run, "--name", "second", cache=cache)
@@ -338,11 +338,10 @@ def test_second_run_and_resume_load_whole_programs_bitwise(reference, tmp_path):
 
 
 @pytest.fixture
-def executables(tmp_path, monkeypatch) -> Path:
-    """The executable cache in ``tmp_path`` for this (pytest) process, without JAX's own."""
-    monkeypatch.setattr(compile_cache, "executables_dir", lambda: tmp_path)
+def programs(tmp_path, monkeypatch) -> Path:
+    """The whole-program cache in ``tmp_path`` for this (pytest) process, without JAX's own."""
+    monkeypatch.setattr(compile_cache, "programs_dir", lambda: tmp_path)
     monkeypatch.setattr(compile_cache, "stats", collections.Counter())
-    monkeypatch.setattr(compile_cache, "_compiled_modules", set())
     return tmp_path
 
 
@@ -351,17 +350,16 @@ _affine = jax.jit(lambda x, scale: x * scale + 1.0, static_argnums=1)
 
 def _load(context, x=None, scale=2.0):
     x = jnp.arange(3.0) if x is None else x
-    lower = lambda: _affine.lower(x, scale)  # noqa: E731
-    compiled, loaded = compile_cache.load_or_compile("affine", lower, (x,), context, scale)
+    fn = lambda x: _affine(x, scale)  # noqa: E731
+    compiled, loaded = compile_cache.load_or_compile("affine", fn, (x,), context, scale)
     np.testing.assert_array_equal(compiled(x), x * scale + 1.0)
     return loaded
 
 
-def test_executable_cache_never_returns_another_program(executables, monkeypatch):
+def test_program_cache_never_returns_another_program(programs, monkeypatch):
     assert not _load({"run": 1}) and _load({"run": 1})
-    assert len(list(executables.iterdir())) == 1
-    assert not _load({"run": 2})  # another context (configuration); the same module: not kept
-    assert compile_cache.stats["recompiled"] == 1
+    assert len(list(programs.iterdir())) == 1
+    assert not _load({"run": 2}) and _load({"run": 2})  # another context (configuration)
     assert not _load({"run": 1}, scale=3.0)  # another static setting
     assert not _load({"run": 1}, x=jnp.arange(4.0))  # another shape
     assert not _load({"run": 1}, x=jnp.arange(3, dtype=jnp.int32))  # another dtype
@@ -372,23 +370,22 @@ def test_executable_cache_never_returns_another_program(executables, monkeypatch
             assert not _load({"run": 1})
     assert _load({"run": 1})
     assert not _load(None) and not _load(None)  # no context: JAX's cache only, nothing kept
-    assert len(list(executables.iterdir())) == 4  # the modules compiled once here
+    assert len(list(programs.iterdir())) == 7  # one entry per key
 
 
-def test_a_damaged_or_misplaced_entry_is_compiled_anew(executables):
+def test_a_damaged_or_misplaced_entry_is_compiled_anew(programs):
     assert not _load({"run": 1})
-    (a,) = executables.iterdir()
+    (a,) = programs.iterdir()
     assert not _load({"run": 2}, scale=5.0)
-    (b,) = set(executables.iterdir()) - {a}
+    (b,) = set(programs.iterdir()) - {a}
     good = a.read_bytes()
     for damaged in (good[: len(good) // 2], good[:-1] + bytes([good[-1] ^ 1]), b"", b.read_bytes()):
         a.write_bytes(damaged)
-        compile_cache._compiled_modules.clear()  # as in a new process
         with pytest.warns(UserWarning, match="compiling anew"):
             assert not _load({"run": 1})
         assert _load({"run": 1})  # written anew
     assert compile_cache.stats["unusable"] == 4
-    assert not list(executables.glob(".tmp-*"))
+    assert not list(programs.glob(".tmp-*"))
 
 
 _TWICE = """
@@ -400,17 +397,18 @@ args = (jax.random.key(0), np.float32(2.0))
 for context in (1, 2, 3) if sys.argv[2] == "write" else (2, 1):
     if sys.argv[2] == "write" and context == 3:
         jax.clear_caches()  # as a sweep does between runs
-    lower = lambda: jax.jit(program).lower(*args)
-    compiled, loaded = compile_cache.load_or_compile("p", lower, args, {"run": context})
+    compiled, loaded = compile_cache.load_or_compile("p", program, args, {"run": context})
     np.asarray(compiled(*args))  # runs
     print(context, "loaded" if loaded else "compiled")
 """
 
 
-def test_a_module_compiled_twice_in_a_process_is_kept_once(tmp_path):
-    """XLA's CPU backend serializes a module compiled a second time in a process without the
-    kernels the first compile made: another process loading that entry failed when it ran it
-    (the second run of a sweep: "Function ... not found"). Only the first compile is kept."""
+def test_a_program_compiled_twice_in_a_process_loads_and_runs_in_another(tmp_path):
+    """The same program under three keys (three runs of a sweep), the third after
+    ``jax.clear_caches()``: every entry loads and runs in another process. (Executables that
+    XLA's CPU backend serialized after compiling a module a second time in a process lacked
+    the kernels of the first compile, and running them there failed: "Function ... not
+    found". The entries are exported programs now, compiled through JAX's cache.)"""
     script = tmp_path / "twice.py"
     script.write_text(_TWICE)
     cache = tmp_path / "cache"
@@ -424,13 +422,11 @@ def test_a_module_compiled_twice_in_a_process_is_kept_once(tmp_path):
         return out.stdout.split("\n")[:-1]
 
     assert run("write") == ["1 compiled", "2 compiled", "3 compiled"]
-    assert len(list((cache / compile_cache.EXECUTABLES).glob("*.exe"))) == 1
-    assert run("read") == ["2 compiled", "1 loaded"]
+    assert len(list((cache / compile_cache.PROGRAMS).glob("*.stablehlo"))) == 3
+    assert run("read") == ["2 loaded", "1 loaded"]
 
 
-def test_host_ask_tell_programs_load_bitwise(executables):
-    # popsize 6: a program no other test compiles (XLA's CPU backend cannot serialize a
-    # program compiled a second time in a process, which then goes uncached)
+def test_host_ask_tell_programs_load_bitwise(programs):
     task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
     scheduler = algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=6).scheduler
     init_keys, run_keys = seed_keys(jax.random.key(0), 2)
@@ -449,7 +445,7 @@ def test_host_ask_tell_programs_load_bitwise(executables):
         assert plain[k].tobytes() == first[k].tobytes() == second[k].tobytes(), k
 
 
-def test_run_keys_from_the_cache_are_the_eager_keys(executables):
+def test_run_keys_from_the_cache_are_the_eager_keys(programs):
     for seed, seeds in [(0, 1), (7, 3), (2**31 - 1, 2), (2**31, 2)]:
         resolved = RunConfig(task="sphere", evals=1080, seed=seed, seeds=seeds).build()
         want = seed_keys(jax.random.key(seed), seeds)

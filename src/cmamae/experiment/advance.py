@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 
 import jax
@@ -91,7 +92,7 @@ class Execution:
     @contextlib.contextmanager
     def open(self, scheduler, task, run_keys, evaluate, context=None):
         """The advance for this run (a context: a Dask client is closed on exit). ``context``:
-        what fixes the run's programs, for the experimental whole-program cache
+        what fixes the run's programs, for the whole-program cache
         (:func:`cmamae.compile_cache.load_or_compile`; None, or that cache off: JAX's cache
         only)."""
         self.validate(task, scheduler)
@@ -139,12 +140,13 @@ class CompiledAdvance:
             t0 = time.perf_counter()
             self._compiled[length], loaded = compile_cache.load_or_compile(
                 "run_chunk",
-                lambda: run_chunk.lower(
-                    self.scheduler, self.run_keys, states, self.evaluate, length, self.mesh
+                lambda keys, states: run_chunk(
+                    self.scheduler, keys, states, self.evaluate, length, self.mesh
                 ),
                 (self.run_keys, states),
                 self.context,
                 static={"length": length, "mesh": repr(self.mesh)},
+                donate_argnums=(1,),
             )
             where = device_mesh.describe(self.mesh)
             progress.message(
@@ -235,7 +237,7 @@ class HostAdvance:
 
     def _run(self, program, *args):
         """``program(self.scheduler, *args)`` (:func:`host_ask` or :func:`host_tell`),
-        compiled once per argument signature (kept whole when the whole-program cache is on)."""
+        compiled once per argument signature (kept whole in the whole-program cache)."""
         leaves, treedef = jax.tree_util.tree_flatten(args)
         signature = (program.__name__, treedef) + tuple(
             (a.shape, a.dtype, getattr(a, "weak_type", False), a.sharding) for a in leaves
@@ -244,9 +246,10 @@ class HostAdvance:
         if compiled is None:
             compiled, _ = compile_cache.load_or_compile(
                 program.__name__,
-                lambda: program.lower(self.scheduler, *args),
+                functools.partial(program, self.scheduler),
                 args,
                 self.context,
+                donate_argnums=(1,),  # the states
             )
             self._programs[signature] = compiled
         return compiled(*args)

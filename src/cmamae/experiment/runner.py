@@ -16,9 +16,9 @@ the last checkpoint once there is space.
 
 Compiled programs go to JAX's persistent compilation cache (:mod:`cmamae.compile_cache`), so
 a second run, a resume or a replay of the same setup loads them instead of compiling them.
-With ``CMAMAE_WHOLE_PROGRAMS=on`` (experimental, off by default) the state init, the chunks
-and the host ask/tell are also kept as whole executables keyed by the run's resolved
-configuration (:func:`program_context`), which skips their tracing and lowering too.
+The state init, the chunks and the host ask/tell are also kept whole (exported programs, keyed
+by the run's resolved configuration: :func:`program_context`), which skips their tracing and
+lowering too (``CMAMAE_WHOLE_PROGRAMS=off``: only JAX's cache).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import numpy as np
 
 from cmamae import compile_cache, provenance, rundir
 from cmamae.archives import ArchiveState, with_provenance, without_provenance
-from cmamae.compiled_loop import evaluate_fn, lower_init_states, seed_keys
+from cmamae.compiled_loop import evaluate_fn, init_states, seed_keys
 from cmamae.es.lm_ma_es import LMMAESState
 from cmamae.experiment import checkpoint
 from cmamae.experiment import progress as progress_lib
@@ -241,7 +241,7 @@ def _execute_run(resolved: ResolvedRun, run_dir: Path, *, quiet, tensorboard, pl
     writer = _tensorboard_writer(run_dir) if tensorboard else None
 
     init, _ = compile_cache.load_or_compile(
-        "init_states", lambda: lower_init_states(scheduler, task, init_keys), (init_keys,), context
+        "init_states", functools.partial(init_states, scheduler, task), (init_keys,), context
     )
     # Checkpoints leave out what equals the initial state (noise tables): rebuilt from the key.
     initial = init(init_keys)
@@ -325,7 +325,7 @@ def _seed_keys(resolved: ResolvedRun, context) -> tuple[jax.Array, jax.Array]:
     seed = np.int32(seed)
     program, _ = compile_cache.load_or_compile(
         "seed_keys",
-        lambda: _keys_of_seed.lower(seed, resolved.seeds),
+        lambda s: _keys_of_seed(s, resolved.seeds),
         (seed,),
         context,
         static=resolved.seeds,
