@@ -56,11 +56,19 @@ def _assert_exact_up_to_an_ulp(reproductions):
 
 @pytest.mark.slow
 def test_ant_run_every_elite_replays_its_scoring_episode_exactly(tmp_path, capsys):
-    """A short MJX ant run (50-step episodes, 2 seeds batched under one vmap, 3 iterations):
-    every elite of both result archives, re-run from its provenance, gives its stored
-    objective and measures bit for bit; ``cmamae replay`` says so and draws that episode."""
+    """A short MJX ant run (50-step episodes, 2 seeds batched under one vmap, 3 iterations of
+    2 emitters x 8): every elite of both result archives, re-run from its provenance, gives
+    its stored objective and measures bit for bit; ``cmamae replay`` says so and draws that
+    episode."""
     settings = {"episode_length": 50, "hidden_sizes": [16, 16], "backend": "mjx"}
-    config = RunConfig(task="ant", algo="sep-cma-mae", evals=600, seeds=2, task_settings=settings)
+    config = RunConfig(
+        task="ant",
+        algo="sep-cma-mae",
+        evals=3 * 16,
+        seeds=2,
+        settings={"num_emitters": 2, "popsize": 8},
+        task_settings=settings,
+    )
     start(config, tmp_path, quiet=True, plots=False)
     run = tmp_path / "ant-sep-cma-mae"
     reps = _reproduce_run(run)
