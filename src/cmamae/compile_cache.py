@@ -222,9 +222,8 @@ def load_or_compile(
     folder = programs_dir()
     leaves, in_tree = jax.tree_util.tree_flatten(args)
     if folder is None or context is None or not _one_device(leaves):
-        program = _named(name, fn)
         stats["compiled"] += 1
-        return jax.jit(program, donate_argnums=donate_argnums).lower(*args).compile(), False
+        return _compile(name, fn, args, donate_argnums), False
     donated = _donated_leaves(args, donate_argnums)
     key_text = _key_text(name, args, context, static)
     path = folder / f"{name}-{hashlib.sha256(key_text.encode()).hexdigest()}.stablehlo"
@@ -246,10 +245,15 @@ def load_or_compile(
         blob = exported.serialize()
     except Exception:  # noqa: BLE001 - e.g. a host callback: compiled without an entry
         stats["unserializable"] += 1
-        program = _named(name, fn)
-        return jax.jit(program, donate_argnums=donate_argnums).lower(*args).compile(), False
+        return _compile(name, fn, args, donate_argnums), False
     _write(path, key_text, (bytes(blob), box["out_tree"]))
+    # compiled from the export, as the next process will: the same module, a JAX cache hit there
     return _compile_exported(name, exported, box["out_tree"], leaves, donated), False
+
+
+def _compile(name: str, fn: Callable, args: tuple, donate_argnums: tuple[int, ...]):
+    """``fn`` compiled for ``args`` without an entry (JAX's persistent cache only)."""
+    return jax.jit(_named(name, fn), donate_argnums=donate_argnums).lower(*args).compile()
 
 
 def _named(name: str, fn: Callable) -> Callable:

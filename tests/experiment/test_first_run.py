@@ -297,7 +297,8 @@ sys.exit(code)
 def _run_counting(*argv, cache: Path) -> dict:
     """``cmamae *argv`` in a new process with the compile cache in ``cache``; the counts of
     :data:`cmamae.compile_cache.stats` (whole programs loaded, compiled, written...)."""
-    env = dict(os.environ, CMAMAE_COMPILE_CACHE=str(cache), CMAMAE_WHOLE_PROGRAMS="on")
+    env = dict(os.environ, CMAMAE_COMPILE_CACHE=str(cache))
+    env.pop(compile_cache.WHOLE_PROGRAMS_ENV, None)  # the default: whole programs kept
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     out = subprocess.run(
         [sys.executable, "-c", _RUN_WITH_STATS, *argv],
@@ -414,7 +415,7 @@ def test_a_program_compiled_twice_in_a_process_loads_and_runs_in_another(tmp_pat
     cache = tmp_path / "cache"
 
     def run(mode):
-        env = dict(os.environ, CMAMAE_WHOLE_PROGRAMS="on")
+        env = {k: v for k, v in os.environ.items() if k != compile_cache.WHOLE_PROGRAMS_ENV}
         out = subprocess.run(
             [sys.executable, str(script), str(cache), mode], capture_output=True, text=True, env=env
         )
