@@ -1,7 +1,9 @@
 """Locomotion replay videos: MuJoCo's offscreen renderer in a child process, GIF/MP4 output.
 
 Skipped only where no OpenGL backend works on the machine (``video.render_video`` says so
-with :class:`RenderUnavailable`); the tiny episodes keep it to one small compile.
+with :class:`RenderUnavailable`). The ant replayed here runs on native MuJoCo (the CPU
+default: no MJX program to compile); an MJX episode replayed and drawn is checked in
+tests/experiment/test_provenance.py.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-pytest.importorskip("mujoco.mjx")
+pytest.importorskip("mujoco")
 
 from cmamae import cli, tasks  # noqa: E402
 from cmamae.experiment import replay as replay_lib  # noqa: E402
@@ -20,8 +22,8 @@ from cmamae.tasks.locomotion.model import load_model  # noqa: E402
 from cmamae.tasks.locomotion.robots import ROBOTS  # noqa: E402
 from cmamae.viz import video  # noqa: E402
 
-# The replay below draws the MJX episode (the locomotion replay hook): pinned to that backend.
-SETTINGS = {"episode_length": 6, "hidden_sizes": [4], "backend": "mjx"}
+# The replay below draws a native MuJoCo episode (the locomotion replay hook).
+SETTINGS = {"episode_length": 6, "hidden_sizes": [4], "backend": "native", "threads": 1}
 
 
 @pytest.fixture(scope="module")
