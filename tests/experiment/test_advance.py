@@ -17,7 +17,7 @@ from cmamae.cli import main
 from cmamae.compiled_loop import init_states, seed_keys
 from cmamae.experiment.advance import CompiledAdvance, HostAdvance
 
-ITERATIONS = 12
+ITERATIONS = 10  # test_device_mesh.py's unsharded runs are these
 
 
 class _Quiet:

@@ -13,9 +13,12 @@ import textwrap
 import warnings
 
 import jax
+import numpy as np
 import pytest
 
 from cmamae import algorithms, device_mesh, tasks
+from cmamae.compiled_loop import seed_keys
+from cmamae.experiment.advance import CompiledAdvance
 
 
 @pytest.mark.parametrize(
@@ -56,7 +59,29 @@ def test_plan_warns_about_unused_devices_and_keeps_the_errors(monkeypatch):
         device_mesh.plan("0", 1, scheduler)
 
 
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    """The unsharded metrics of test_advance.py's small run (sphere, sep-cma-mae 3 x 8, batch
+    24, two chunks of 5 iterations) with 1 and 2 seeds, computed here on this process's one
+    device (the session's compilation cache holds test_advance.py's programs), in an ``.npz``
+    file (keys ``"<seeds>/<metric>"``) the subprocesses compare their sharded runs with."""
+    from test_advance import ITERATIONS, _run, _small
+
+    assert ITERATIONS == 10
+    task, scheduler = _small()
+    metrics = {}
+    for seeds in (1, 2):
+        _, run_keys = seed_keys(jax.random.key(0), seeds)
+        advance = CompiledAdvance(scheduler, task.evaluate, run_keys)
+        out = _run(advance, scheduler, task, seeds=seeds)
+        metrics.update({f"{seeds}/{k}": v for k, v in out.items()})
+    path = tmp_path_factory.mktemp("plain") / "plain.npz"
+    np.savez(path, **metrics)
+    return path
+
+
 _SHARDED = """
+import sys
 import warnings
 import jax, numpy as np
 from cmamae import algorithms, run, tasks
@@ -68,6 +93,8 @@ warnings.simplefilter("error")  # every device asked for is used
 task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
 algo = algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=8)  # batch 24
 EVALS = 24 * 10
+with np.load(sys.argv[1]) as f:  # the unsharded metrics (the fixture plain)
+    PLAIN = {s: {k.split("/")[1]: f[k] for k in f.files if k.startswith(f"{s}/")} for s in (1, 2)}
 
 def same(sharded, plain, what):
     assert sharded.keys() == plain.keys()
@@ -81,16 +108,14 @@ def mesh_of(result):
     return dict(s.mesh.shape), s.spec
 
 # (a) one seed on 2 devices: the solutions are split
-plain = run(task, algo, EVALS, seeds=1, chunk_iterations=5)
 sharded = run(task, algo, EVALS, seeds=1, chunk_iterations=5, devices=2)
 assert mesh_of(sharded)[0] == {"seeds": 1, "solutions": 2}, mesh_of(sharded)
-same(sharded.metrics, plain.metrics, "1 seed x 2 solution shards")
+same(sharded.metrics, PLAIN[1], "1 seed x 2 solution shards")
 
 # (b) 2 seeds x 2 solution shards on 4 devices; the states split over the seeds
-plain = run(task, algo, EVALS, seeds=2, chunk_iterations=5)
 sharded = run(task, algo, EVALS, seeds=2, chunk_iterations=5, devices="all")
 assert mesh_of(sharded) == ({"seeds": 2, "solutions": 2}, jax.sharding.PartitionSpec("seeds"))
-same(sharded.metrics, plain.metrics, "2 seeds x 2 solution shards")
+same(sharded.metrics, PLAIN[2], "2 seeds x 2 solution shards")
 assert sharded.metrics["evaluations"][0, -1] == EVALS
 # ... and its elites replay from their provenance over the same mesh (benchmark functions:
 # within float32 rounding; an MJX ant run sharded either way replayed every elite bit for
@@ -146,13 +171,13 @@ print("OK")
 """
 
 
-def _on_host_devices(script: str, count: int) -> str:
-    """Run ``script`` in a fresh interpreter with ``count`` forced host devices (this folder
-    importable); its stdout."""
+def _on_host_devices(script: str, count: int, *args: str) -> str:
+    """Run ``script`` with command-line arguments ``args`` in a fresh interpreter with
+    ``count`` forced host devices (this folder importable); its stdout."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
     out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
+        [sys.executable, "-c", textwrap.dedent(script), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -162,8 +187,8 @@ def _on_host_devices(script: str, count: int) -> str:
     return out.stdout
 
 
-def test_sharded_runs_give_the_unsharded_metrics():
-    out = _on_host_devices(_SHARDED, 4)
+def test_sharded_runs_give_the_unsharded_metrics(plain):
+    out = _on_host_devices(_SHARDED, 4, str(plain))
     assert out.strip().endswith("OK"), out[-2000:]
 
 
@@ -203,7 +228,7 @@ _PROCESS = """
 import sys
 import jax, numpy as np
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
-process, port = int(sys.argv[1]), sys.argv[2]
+process, port, plain = int(sys.argv[1]), sys.argv[2], np.load(sys.argv[3])
 jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process)
 from cmamae import algorithms, run, tasks
 from cmamae.experiment import ConfigError
@@ -213,13 +238,13 @@ assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_de
 task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
 algo = algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=8)
 for seeds, shape in ((1, {"seeds": 1, "solutions": 2}), (2, {"seeds": 2, "solutions": 1})):
-    sharded = run(task, algo, 24 * 8, seeds=seeds, devices="all", chunk_iterations=4)
+    sharded = run(task, algo, 24 * 10, seeds=seeds, devices="all", chunk_iterations=5)
     mesh = jax.tree_util.tree_leaves(sharded.state)[0].sharding.mesh
     assert mesh.is_multi_process and dict(mesh.shape) == shape, mesh
-    if process == 0:  # (both processes hold the same metrics; one compares them)
-        plain = run(task, algo, 24 * 8, seeds=seeds)  # this process's own device
-        for k in plain.metrics:
-            np.testing.assert_allclose(sharded.metrics[k], plain.metrics[k], rtol=1e-5, err_msg=k)
+    assert sorted(sharded.metrics) == sorted(k.split("/")[1] for k in plain.files if k[0] == "1")
+    for k in sharded.metrics:  # the unsharded metrics (the fixture plain)
+        want = plain[f"{seeds}/{k}"]
+        np.testing.assert_allclose(sharded.metrics[k], want, rtol=1e-5, err_msg=k)
 try:  # the experiment runner (run folders, checkpoints) is one process's
     Execution(devices="all").validate(task, algo.scheduler)
     raise AssertionError("the runner accepted several processes")
@@ -235,14 +260,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_run_over_two_jax_processes(tmp_path):
+def test_run_over_two_jax_processes(tmp_path, plain):
     script = tmp_path / "process.py"
     script.write_text(textwrap.dedent(_PROCESS))
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device each
     port = str(_free_port())
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), str(i), port],
+            [sys.executable, str(script), str(i), port, str(plain)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

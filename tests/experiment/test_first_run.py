@@ -593,13 +593,14 @@ def test_report_goes_beside_the_runs_and_needs_force(reference, tmp_path, capsys
 
 
 def test_evals_rounding_is_said_first_and_recorded(tmp_path, capsys):
-    args = [*SMALL, "--evals", str(3 * BATCH + 5), "--out", str(tmp_path)]
+    # (the reference's iterations and chunks: its compiled program runs again)
+    args = [*SMALL, "--evals", str(ITERATIONS * BATCH + 5), "--out", str(tmp_path)]
     assert main(["run", *args]) == 0
     err = capsys.readouterr().err.splitlines()
-    assert "77 is not a whole number of iterations of 24" in err[0]
-    assert "3 iterations = 72 evaluations" in err[0]
+    assert "725 is not a whole number of iterations of 24" in err[0]
+    assert "30 iterations = 720 evaluations" in err[0]
     config = json.loads((tmp_path / "sphere-sep-cma-mae" / rundir.CONFIG).read_text())
-    assert (config["evals_requested"], config["evals"]) == (3 * BATCH + 5, 3 * BATCH)
+    assert (config["evals_requested"], config["evals"]) == (ITERATIONS * BATCH + 5, 720)
 
 
 def test_run_help_lists_names_and_defaults(capsys):
