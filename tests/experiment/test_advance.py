@@ -17,7 +17,9 @@ from cmamae.cli import main
 from cmamae.compiled_loop import init_states, seed_keys
 from cmamae.experiment.advance import CompiledAdvance, HostAdvance
 
-ITERATIONS = 10  # test_device_mesh.py's unsharded runs are these
+# two chunks of 10: the chunk program of the CLI tests' small run (tests/experiment/test_cli.py),
+# and test_device_mesh.py's unsharded runs
+ITERATIONS = 20
 
 
 class _Quiet:

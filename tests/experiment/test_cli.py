@@ -178,7 +178,7 @@ def test_existing_run_needs_force_and_set_is_never_evaluated(tmp_path, capsys):
     run = tmp_path / "runs" / "x"
     run.mkdir(parents=True)
     (run / "keep.txt").write_text("mine")
-    argv = ["run", *SMALL, "--evals", "48", "--name", "x", "--out", str(tmp_path / "runs")]
+    argv = ["run", *SMALL, "--evals", "480", "--name", "x", "--out", str(tmp_path / "runs")]
     assert main(argv) == 2
     assert "--force" in capsys.readouterr().err
     assert (run / "keep.txt").read_text() == "mine"
@@ -189,7 +189,7 @@ def test_existing_run_needs_force_and_set_is_never_evaluated(tmp_path, capsys):
     assert main([*argv, "--force"]) == 0
     assert not (run / "keep.txt").exists()
     config = json.loads((run / "config.json").read_text())
-    assert config["settings"]["num_emitters"] == 3 and config["evals"] == 48
+    assert config["settings"]["num_emitters"] == 3 and config["evals"] == 480
 
 
 def test_config_file_and_flags(tmp_path):

@@ -62,12 +62,12 @@ def test_plan_warns_about_unused_devices_and_keeps_the_errors(monkeypatch):
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
     """The unsharded metrics of test_advance.py's small run (sphere, sep-cma-mae 3 x 8, batch
-    24, two chunks of 5 iterations) with 1 and 2 seeds, computed here on this process's one
+    24, two chunks of 10 iterations) with 1 and 2 seeds, computed here on this process's one
     device (the session's compilation cache holds test_advance.py's programs), in an ``.npz``
     file (keys ``"<seeds>/<metric>"``) the subprocesses compare their sharded runs with."""
     from test_advance import ITERATIONS, _run, _small
 
-    assert ITERATIONS == 10
+    assert ITERATIONS == 20
     task, scheduler = _small()
     metrics = {}
     for seeds in (1, 2):
@@ -92,7 +92,7 @@ assert len(jax.devices()) == 4
 warnings.simplefilter("error")  # every device asked for is used
 task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
 algo = algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=8)  # batch 24
-EVALS = 24 * 10
+EVALS = 24 * 20
 with np.load(sys.argv[1]) as f:  # the unsharded metrics (the fixture plain)
     PLAIN = {s: {k.split("/")[1]: f[k] for k in f.files if k.startswith(f"{s}/")} for s in (1, 2)}
 
@@ -108,12 +108,12 @@ def mesh_of(result):
     return dict(s.mesh.shape), s.spec
 
 # (a) one seed on 2 devices: the solutions are split
-sharded = run(task, algo, EVALS, seeds=1, chunk_iterations=5, devices=2)
+sharded = run(task, algo, EVALS, seeds=1, chunk_iterations=10, devices=2)
 assert mesh_of(sharded)[0] == {"seeds": 1, "solutions": 2}, mesh_of(sharded)
 same(sharded.metrics, PLAIN[1], "1 seed x 2 solution shards")
 
 # (b) 2 seeds x 2 solution shards on 4 devices; the states split over the seeds
-sharded = run(task, algo, EVALS, seeds=2, chunk_iterations=5, devices="all")
+sharded = run(task, algo, EVALS, seeds=2, chunk_iterations=10, devices="all")
 assert mesh_of(sharded) == ({"seeds": 2, "solutions": 2}, jax.sharding.PartitionSpec("seeds"))
 same(sharded.metrics, PLAIN[2], "2 seeds x 2 solution shards")
 assert sharded.metrics["evaluations"][0, -1] == EVALS
@@ -238,7 +238,7 @@ assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_de
 task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
 algo = algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=8)
 for seeds, shape in ((1, {"seeds": 1, "solutions": 2}), (2, {"seeds": 2, "solutions": 1})):
-    sharded = run(task, algo, 24 * 10, seeds=seeds, devices="all", chunk_iterations=5)
+    sharded = run(task, algo, 24 * 20, seeds=seeds, devices="all", chunk_iterations=10)
     mesh = jax.tree_util.tree_leaves(sharded.state)[0].sharding.mesh
     assert mesh.is_multi_process and dict(mesh.shape) == shape, mesh
     assert sorted(sharded.metrics) == sorted(k.split("/")[1] for k in plain.files if k[0] == "1")

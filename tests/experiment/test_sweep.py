@@ -21,14 +21,15 @@ from cmamae.experiment.config import ConfigError
 from cmamae.experiment.sweep import Sweep, parse_overrides, plan
 
 # 10-D sphere on a 10x10 grid, 3 emitters x 8 (batch 24); three cells along sigma0, 300
-# iterations each (a few seconds), a checkpoint every 10.
+# iterations each (a few seconds), a checkpoint every 10. The last cell (the default sigma0 = 0.5)
+# is the CLI tests' small run (tests/experiment/test_cli.py): its compiled chunk is cached.
 GRID = [
     "--tasks", "sphere", "--algos", "sep-cma-mae", "--set", "task.solution_dim=10",
     "--set", "task.archive_dims=(10, 10)", "--set", "num_emitters=3", "--set", "popsize=8",
-    "--set", "sigma0=0.1,0.2,0.3", "--seeds", "2", "--evals", "7200",
+    "--set", "sigma0=0.2,0.3,0.5", "--seeds", "2", "--evals", "7200",
     "--checkpoint-every", "10", "--log-every", "10", "--quiet", "--no-plots",
 ]  # fmt: skip
-CELLS = [f"sphere-sep-cma-mae-sigma0={s}" for s in ("0.1", "0.2", "0.3")]
+CELLS = [f"sphere-sep-cma-mae-sigma0={s}" for s in ("0.2", "0.3", "0.5")]
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +94,14 @@ def test_interrupted_and_resumed_sweep_reports_the_same(reference, tmp_path, cap
         pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True)
     # one row per sigma0, each the mean ± standard error of its own two seeds
     table = pd.read_csv(out / "report" / "report.csv", index_col="algorithm")
-    assert list(table.index) == [f"sep-cma-mae(sigma0={s})" for s in (0.1, 0.2, 0.3)]
+    assert list(table.index) == [f"sep-cma-mae(sigma0={s})" for s in (0.2, 0.3, 0.5)]
     for cell, label in zip(CELLS, table.index):
         final = rundir.read_metrics(out / cell).groupby("seed").last()["qd_score"].to_numpy()
         assert table.loc[label, "sphere/qd_score/n"] == 2
         np.testing.assert_allclose(table.loc[label, "sphere/qd_score/mean"], final.mean())
         se = final.std(ddof=1) / np.sqrt(2)
         np.testing.assert_allclose(table.loc[label, "sphere/qd_score/se"], se)
-    assert "sep-cma-mae(sigma0=0.2)" in ref_md
+    assert "sep-cma-mae(sigma0=0.3)" in ref_md
 
 
 def test_a_finished_sweep_is_kept_and_other_grids_are_refused(reference, tmp_path):
