@@ -126,11 +126,12 @@ def test_host_task_on_dask_replays_exactly(tmp_path):
     pytest.importorskip("pybullet_envs.gym_locomotion_envs")
     from cmamae.experiment.advance import Execution
 
-    config = RunConfig(
+    config = RunConfig(  # (test_dask_cluster.py's runner run: its compiled ask and tell)
         task="qd-hopper",
         algo="sep-cma-mae",
-        evals=3 * 200,
-        seeds=1,
+        evals=3 * 12,
+        seeds=2,
+        settings={"num_emitters": 2, "popsize": 6},
         task_settings={"episode_length": 20},
     )
     start(config, tmp_path, quiet=True, plots=False, execution=Execution(workers=1))
