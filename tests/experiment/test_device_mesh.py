@@ -63,21 +63,19 @@ def test_plan_warns_about_unused_devices_and_keeps_the_errors(monkeypatch):
 def plain(tmp_path_factory):
     """The unsharded metrics of test_advance.py's small run (sphere, sep-cma-mae 3 x 8, batch
     24, two chunks of 10 iterations) with 1 and 2 seeds, computed here on this process's one
-    device (the session's compilation cache holds test_advance.py's programs), in an ``.npz``
-    file (keys ``"<seeds>/<metric>"``) the subprocesses compare their sharded runs with."""
+    device (the session's compilation cache holds test_advance.py's programs): the folder of
+    ``<seeds>.npz`` files (one array per metric) the subprocesses compare their sharded runs
+    with."""
     from test_advance import ITERATIONS, _run, _small
 
     assert ITERATIONS == 20
     task, scheduler = _small()
-    metrics = {}
+    folder = tmp_path_factory.mktemp("plain")
     for seeds in (1, 2):
         _, run_keys = seed_keys(jax.random.key(0), seeds)
         advance = CompiledAdvance(scheduler, task.evaluate, run_keys)
-        out = _run(advance, scheduler, task, seeds=seeds)
-        metrics.update({f"{seeds}/{k}": v for k, v in out.items()})
-    path = tmp_path_factory.mktemp("plain") / "plain.npz"
-    np.savez(path, **metrics)
-    return path
+        np.savez(folder / f"{seeds}.npz", **_run(advance, scheduler, task, seeds=seeds))
+    return folder
 
 
 _SHARDED = """
@@ -93,8 +91,7 @@ warnings.simplefilter("error")  # every device asked for is used
 task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
 algo = algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=8)  # batch 24
 EVALS = 24 * 20
-with np.load(sys.argv[1]) as f:  # the unsharded metrics (the fixture plain)
-    PLAIN = {s: {k.split("/")[1]: f[k] for k in f.files if k.startswith(f"{s}/")} for s in (1, 2)}
+PLAIN = {s: dict(np.load(f"{sys.argv[1]}/{s}.npz")) for s in (1, 2)}  # the fixture plain
 
 def same(sharded, plain, what):
     assert sharded.keys() == plain.keys()
@@ -228,7 +225,7 @@ _PROCESS = """
 import sys
 import jax, numpy as np
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
-process, port, plain = int(sys.argv[1]), sys.argv[2], np.load(sys.argv[3])
+process, port, plain = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process)
 from cmamae import algorithms, run, tasks
 from cmamae.experiment import ConfigError
@@ -241,10 +238,10 @@ for seeds, shape in ((1, {"seeds": 1, "solutions": 2}), (2, {"seeds": 2, "soluti
     sharded = run(task, algo, 24 * 20, seeds=seeds, devices="all", chunk_iterations=10)
     mesh = jax.tree_util.tree_leaves(sharded.state)[0].sharding.mesh
     assert mesh.is_multi_process and dict(mesh.shape) == shape, mesh
-    assert sorted(sharded.metrics) == sorted(k.split("/")[1] for k in plain.files if k[0] == "1")
-    for k in sharded.metrics:  # the unsharded metrics (the fixture plain)
-        want = plain[f"{seeds}/{k}"]
-        np.testing.assert_allclose(sharded.metrics[k], want, rtol=1e-5, err_msg=k)
+    want = dict(np.load(f"{plain}/{seeds}.npz"))  # the unsharded metrics (the fixture plain)
+    assert sharded.metrics.keys() == want.keys()
+    for k in want:
+        np.testing.assert_allclose(sharded.metrics[k], want[k], rtol=1e-5, err_msg=k)
 try:  # the experiment runner (run folders, checkpoints) is one process's
     Execution(devices="all").validate(task, algo.scheduler)
     raise AssertionError("the runner accepted several processes")
