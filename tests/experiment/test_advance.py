@@ -11,25 +11,20 @@ import time
 import jax
 import numpy as np
 import pytest
+from small_run import task_and_algorithm  # the experiment tests' small run
 
-from cmamae import algorithms, tasks
 from cmamae.cli import main
 from cmamae.compiled_loop import init_states, seed_keys
 from cmamae.experiment.advance import CompiledAdvance, HostAdvance
 
-# two chunks of 10: the chunk program of the CLI tests' small run (tests/experiment/test_cli.py),
-# and test_device_mesh.py's unsharded runs
+# two chunks of 10: the small run's chunk program (small_run.py), also test_device_mesh.py's
+# unsharded runs
 ITERATIONS = 20
 
 
 class _Quiet:
     def message(self, text):
         pass
-
-
-def _small():
-    task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
-    return task, algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=8).scheduler
 
 
 def _run(advance, scheduler, task, seeds=2):
@@ -45,7 +40,8 @@ def _run(advance, scheduler, task, seeds=2):
 
 @pytest.mark.parametrize("seeds", [1, 2])
 def test_host_ask_tell_reproduces_the_compiled_loop(seeds):
-    task, scheduler = _small()
+    task, algo = task_and_algorithm()
+    scheduler = algo.scheduler
     _, run_keys = seed_keys(jax.random.key(0), seeds)
     compiled = _run(
         CompiledAdvance(scheduler, task.evaluate, run_keys), scheduler, task, seeds=seeds

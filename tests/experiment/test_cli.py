@@ -12,17 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from small_run import ARGV as SMALL  # the experiment tests' small run (batch 24)
 
 from cmamae import rundir
 from cmamae.cli import main
 from cmamae.experiment import checkpoint
 
-# A small run: 10-D sphere on a 10x10 grid, 3 emitters x 8 (batch 24), checkpoint every 10.
-SMALL = [
-    "--task", "sphere", "--set", "task.solution_dim=10", "--set", "task.archive_dims=(10, 10)",
-    "--set", "num_emitters=3", "--set", "popsize=8", "--seeds", "2", "--checkpoint-every", "10",
-    "--quiet", "--no-plots",
-]  # fmt: skip
 ITERATIONS = 1500
 
 

@@ -15,6 +15,7 @@ import warnings
 import jax
 import numpy as np
 import pytest
+import small_run  # the experiment tests' small run
 
 from cmamae import algorithms, device_mesh, tasks
 from cmamae.compiled_loop import seed_keys
@@ -66,10 +67,11 @@ def plain(tmp_path_factory):
     device (the session's compilation cache holds test_advance.py's programs): the folder of
     ``<seeds>.npz`` files (one array per metric) the subprocesses compare their sharded runs
     with."""
-    from test_advance import ITERATIONS, _run, _small
+    from test_advance import ITERATIONS, _run
 
     assert ITERATIONS == 20
-    task, scheduler = _small()
+    task, algo = small_run.task_and_algorithm()
+    scheduler = algo.scheduler
     folder = tmp_path_factory.mktemp("plain")
     for seeds in (1, 2):
         _, run_keys = seed_keys(jax.random.key(0), seeds)
@@ -82,14 +84,15 @@ _SHARDED = """
 import sys
 import warnings
 import jax, numpy as np
-from cmamae import algorithms, run, tasks
+from cmamae import algorithms, run
 from cmamae import device_mesh
 from cmamae.compiled_loop import init_states, run_chunk, seed_keys
 
+from small_run import task_and_algorithm  # on PYTHONPATH (_script_env)
+
 assert len(jax.devices()) == 4
 warnings.simplefilter("error")  # every device asked for is used
-task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
-algo = algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=8)  # batch 24
+task, algo = task_and_algorithm()  # batch 24
 EVALS = 24 * 20
 PLAIN = {s: dict(np.load(f"{sys.argv[1]}/{s}.npz")) for s in (1, 2)}  # the fixture plain
 
@@ -168,11 +171,20 @@ print("OK")
 """
 
 
+def _script_env(xla_flags: str | None) -> dict:
+    """The environment of a test script: this folder importable, ``XLA_FLAGS`` set to
+    ``xla_flags`` (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    return env
+
+
 def _on_host_devices(script: str, count: int, *args: str) -> str:
     """Run ``script`` with command-line arguments ``args`` in a fresh interpreter with
     ``count`` forced host devices (this folder importable); its stdout."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    env = _script_env(f"--xla_force_host_platform_device_count={count}")
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script), *args],
         capture_output=True,
@@ -194,10 +206,12 @@ import jax, numpy as np
 from cmamae import device_mesh
 from cmamae.experiment.advance import CompiledAdvance
 from cmamae.compiled_loop import seed_keys
-from test_advance import _run, _small  # on PYTHONPATH (_on_host_devices)
+from small_run import task_and_algorithm  # on PYTHONPATH (_script_env)
+from test_advance import _run
 
 assert len(jax.devices()) == 2
-task, scheduler = _small()
+task, algo = task_and_algorithm()
+scheduler = algo.scheduler
 _, run_keys = seed_keys(jax.random.key(0), 4)
 batches = device_mesh.evaluation_batches(scheduler)
 mesh = device_mesh.batch_mesh(device_mesh.resolve_devices("all"), 4, batches)
@@ -227,13 +241,13 @@ import jax, numpy as np
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 process, port, plain = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process)
-from cmamae import algorithms, run, tasks
+from cmamae import run
 from cmamae.experiment import ConfigError
 from cmamae.experiment.advance import Execution
 
 assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_devices()) == 1
-task = tasks.get("sphere", solution_dim=10, archive_dims=(10, 10))
-algo = algorithms.get("sep-cma-mae", task, num_emitters=3, popsize=8)
+from small_run import task_and_algorithm  # on PYTHONPATH (_script_env)
+task, algo = task_and_algorithm()
 for seeds, shape in ((1, {"seeds": 1, "solutions": 2}), (2, {"seeds": 2, "solutions": 1})):
     sharded = run(task, algo, 24 * 20, seeds=seeds, devices="all", chunk_iterations=10)
     mesh = jax.tree_util.tree_leaves(sharded.state)[0].sharding.mesh
@@ -260,7 +274,7 @@ def _free_port() -> int:
 def test_run_over_two_jax_processes(tmp_path, plain):
     script = tmp_path / "process.py"
     script.write_text(textwrap.dedent(_PROCESS))
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device each
+    env = _script_env(None)  # one device each
     port = str(_free_port())
     procs = [
         subprocess.Popen(

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import small_run  # the experiment tests' small run
 
 import cmamae
 from cmamae import algorithms, provenance, rundir, tasks
@@ -226,13 +227,9 @@ def test_corrected_objectives_are_within_4_sigma_over_sqrt_n_and_qd_score_drops(
 # --------------------------------------------------------------------------- command line
 @pytest.fixture(scope="module")
 def sphere_run(tmp_path_factory):
-    """The CLI tests' small run (tests/experiment/test_cli.py: its compiled chunk is cached)."""
+    """The experiment tests' small run (small_run.py: its compiled chunk is cached)."""
     root = tmp_path_factory.mktemp("runs")
-    argv = ["run", "--task", "sphere", "--algo", "sep-cma-mae", "--evals", "480", "--seeds", "2"]
-    argv += ["--set", "task.solution_dim=10", "--set", "task.archive_dims=(10, 10)"]
-    argv += ["--set", "num_emitters=3", "--set", "popsize=8", "--checkpoint-every", "10"]
-    argv += ["--out", str(root)]
-    assert main([*argv, "--quiet", "--no-plots"]) == 0
+    assert main(["run", *small_run.ARGV, "--evals", "480", "--out", str(root)]) == 0
     return root / "sphere-sep-cma-mae"
 
 

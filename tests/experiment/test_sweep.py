@@ -22,7 +22,7 @@ from cmamae.experiment.sweep import Sweep, parse_overrides, plan
 
 # 10-D sphere on a 10x10 grid, 3 emitters x 8 (batch 24); three cells along sigma0, 300
 # iterations each (a few seconds), a checkpoint every 10. The last cell (the default sigma0 = 0.5)
-# is the CLI tests' small run (tests/experiment/test_cli.py): its compiled chunk is cached.
+# is the experiment tests' small run (small_run.py): its compiled chunk is cached.
 GRID = [
     "--tasks", "sphere", "--algos", "sep-cma-mae", "--set", "task.solution_dim=10",
     "--set", "task.archive_dims=(10, 10)", "--set", "num_emitters=3", "--set", "popsize=8",
